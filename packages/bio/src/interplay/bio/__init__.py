@@ -1,0 +1,5 @@
+"""Interplay bio. Biomedicine: survival with OT co-attention (MOTCat), drug sensitivity (PaccMann MCA), protein-protein affinity."""
+
+from interplay.bio.registry import REGISTRY
+
+__all__ = ["REGISTRY"]

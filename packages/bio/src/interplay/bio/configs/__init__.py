@@ -1,0 +1,1 @@
+"""YAML configs of the bio domain, one per reproduction."""

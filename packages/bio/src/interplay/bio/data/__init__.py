@@ -1,0 +1,1 @@
+"""bio readers, one per on-disk format, each with a synthetic generator writing the same format."""

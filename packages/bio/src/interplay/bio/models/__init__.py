@@ -1,0 +1,1 @@
+"""bio models, one module per paper model (MOTCat, PaccMann MCA, PPI heads)."""

@@ -1,0 +1,295 @@
+"""Command lines: one console script per domain and the ``interplay`` umbrella.
+
+Every domain gets the same sub-commands, built here from its :class:`DomainRegistry`::
+
+    interplay-<domain> train --config NAME|FILE [key.sub=value ...]
+    interplay-<domain> evaluate --checkpoint FILE [--split val|test]
+    interplay-<domain> predict --checkpoint FILE --output preds.csv
+    interplay-<domain> reproduce PAPER
+    interplay-<domain> models | datasets | configs
+    interplay-<domain> download DATASET
+
+``interplay <domain> ...`` dispatches to the domain's command through the ``interplay.domains``
+entry-point group. User mistakes (:class:`InterplayError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.resources
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from interplay.core.errors import InterplayError, UnknownNameError
+from interplay.core.registry import DomainRegistry
+
+EXIT_USER_ERROR = 2
+
+
+# -- configs --------------------------------------------------------------------------------------
+def available_configs(registry: DomainRegistry) -> list[str]:
+    try:
+        files = importlib.resources.files(registry.configs_package)
+    except ModuleNotFoundError:
+        return []
+    return sorted(f.name[: -len(".yaml")] for f in files.iterdir() if f.name.endswith(".yaml"))
+
+
+def resolve_config(registry: DomainRegistry, name_or_path: str) -> Path:
+    """A config file path from a path on disk or the name of a config shipped with the domain."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise UnknownNameError(f"config file not found: {path}")
+        return path
+    names = available_configs(registry)
+    if name_or_path not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownNameError(
+            f"unknown {registry.domain} config '{name_or_path}'{hint} (known: {', '.join(names) or 'none'})"
+        )
+    return Path(str(importlib.resources.files(registry.configs_package) / f"{name_or_path}.yaml"))
+
+
+def load_experiment(registry: DomainRegistry, name_or_path: str, overrides: Sequence[str] = ()):
+    from interplay.core.config import load_config
+    from interplay.core.train.config import ExperimentConfig
+
+    return load_config(ExperimentConfig, resolve_config(registry, name_or_path), list(overrides))
+
+
+# -- output -----------------------------------------------------------------------------------------
+def format_table(rows: list[Sequence[Any]], header: Sequence[str]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "-" if v is None else str(v)
+
+    cells = [[cell(v) for v in row] for row in [list(header), *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_predictions(outputs: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Per-example outputs as CSV: 1-D tensors become one column, 2-D tensors one column each."""
+    import csv
+
+    from interplay.core.data import atomic_write
+
+    columns: list[tuple[str, Any]] = []
+    for key, value in outputs.items():
+        value = value.detach().cpu()
+        if value.dim() == 1:
+            columns.append((key, value.tolist()))
+        else:
+            flat = value.reshape(value.shape[0], -1)
+            columns.extend((f"{key}_{j}", flat[:, j].tolist()) for j in range(flat.shape[1]))
+    n = len(columns[0][1]) if columns else 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", *[c for c, _ in columns]])
+        for i in range(n):
+            writer.writerow([i, *[vals[i] for _, vals in columns]])
+    return path
+
+
+# -- sub-commands -------------------------------------------------------------------------------------
+def _cmd_train(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    from interplay.core.train import train
+
+    overrides = list(args.overrides)
+    if args.run_root:
+        overrides.append(f"run_root={args.run_root}")
+    cfg = load_experiment(registry, args.config, overrides)
+    result = train(cfg, registry, resume_from=args.resume)
+    _print_run(result)
+    return 0
+
+
+def _print_run(result) -> None:
+    m = result.metrics
+    rows = [[f"best {m['monitor']}", m["best_val"]]]
+    rows += [[k, v] for k, v in sorted(m.get("test", {}).items())]
+    rows += [["epochs", m["epochs"]], ["fit seconds", m["fit_seconds"]]]
+    print(format_table(rows, ["metric", "value"]))
+    print(f"run directory: {result.run_dir}")
+    if result.best_checkpoint:
+        print(f"best checkpoint: {result.best_checkpoint}")
+
+
+def _cmd_evaluate(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    from interplay.core.train import evaluate
+    from interplay.core.train.runs import write_json
+
+    metrics = evaluate(args.checkpoint, registry, split=args.split, overrides=list(args.overrides))
+    print(format_table(sorted(metrics.items()), ["metric", "value"]))
+    if args.output:
+        write_json(args.output, metrics)
+        print(f"metrics written to {args.output}")
+    return 0
+
+
+def _cmd_predict(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    from interplay.core.train import predict
+
+    outputs = predict(args.checkpoint, registry, split=args.split, overrides=list(args.overrides))
+    path = write_predictions(outputs, args.output)
+    n = len(next(iter(outputs.values()))) if outputs else 0
+    print(f"{n} predictions written to {path}")
+    return 0
+
+
+def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    from interplay.core.train import train
+    from interplay.core.train.runs import write_json
+
+    overrides = list(args.overrides)
+    if args.run_root:
+        overrides.append(f"run_root={args.run_root}")
+    cfg = load_experiment(registry, args.paper, overrides)
+    if not cfg.reported:
+        raise UnknownNameError(f"config '{args.paper}' has no 'reported' figures to reproduce")
+    result = train(cfg, registry)
+    ours = {**{f"val/{k.split('/', 1)[-1]}": v for k, v in result.metrics.get("val", {}).items()},
+            **result.metrics.get("test", {})}
+    rows, report = [], {}
+    for metric, paper in cfg.reported.items():
+        value = ours.get(metric)
+        tol = cfg.tolerance.get(metric)
+        ok = None if value is None or tol is None else value >= paper - tol
+        rows.append([metric, paper, value, "-" if ok is None else ("yes" if ok else "NO")])
+        report[metric] = {"paper": paper, "ours": value, "tolerance": tol, "reached": ok}
+    print(f"\n{cfg.paper or args.paper}")
+    print(format_table(rows, ["metric", "paper", "ours", "reached"]))
+    print(f"run directory: {result.run_dir}")
+    write_json(result.run_dir / "reproduction.json", {"config": args.paper, "metrics": report})
+    return 0 if all(r["reached"] is not False for r in report.values()) or not args.strict else 1
+
+
+def _cmd_list(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    if args.command == "configs":
+        names = available_configs(registry)
+        print("\n".join(names) if names else f"no configs shipped with {registry.domain} yet")
+    else:
+        print(getattr(registry, args.command).table())
+    return 0
+
+
+def _cmd_download(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    entry = registry.datasets.get(args.dataset)
+    download = getattr(entry.factory, "download", None)
+    if download is None:
+        print(f"{args.dataset}: no download step (see its description: {entry.description})")
+        return 0
+    result = download(args.root)
+    print(result if isinstance(result, str) else f"{args.dataset} ready at {result}")
+    return 0
+
+
+def build_parser(registry: DomainRegistry, prog: str | None = None) -> argparse.ArgumentParser:
+    domain = registry.domain
+    parser = argparse.ArgumentParser(
+        prog=prog or f"interplay-{domain}",
+        description=f"Interplay {domain}: train, evaluate and reproduce models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    overrides_help = "config overrides as key.sub=value (e.g. trainer.max_epochs=5 data.batch_size=32)"
+
+    p = sub.add_parser("train", help="train a model from a config", description="Train a model from a config; "
+                       "select on validation, score the test split once, write runs/<domain>/<model>/<time>/.")
+    p.add_argument("--config", "-c", required=True, help="shipped config name (see 'configs') or a YAML file")
+    p.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
+    p.add_argument("--run-root", help="directory that holds run directories (default: ./runs)")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on the validation or test split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by train")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write per-example predictions of a checkpoint to CSV")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by train")
+    p.add_argument("--output", required=True, help="CSV file to write")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("reproduce", help="run a paper's config and compare with its reported figures")
+    p.add_argument("paper", help="config name of the reproduction (see 'configs')")
+    p.add_argument("--run-root", help="directory that holds run directories (default: ./runs)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a figure falls short of the paper")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.set_defaults(handler=_cmd_reproduce)
+
+    for name, text in (("models", "list the registered models"), ("datasets", "list the registered datasets"),
+                       ("configs", "list the shipped configs")):
+        sub.add_parser(name, help=text, description=text).set_defaults(handler=_cmd_list)
+
+    p = sub.add_parser("download", help="download a dataset into the data root ($INTERPLAY_DATA)")
+    p.add_argument("dataset", help="dataset name (see 'datasets')")
+    p.add_argument("--root", help="data root (default: $INTERPLAY_DATA or ~/.cache/interplay)")
+    p.set_defaults(handler=_cmd_download)
+    return parser
+
+
+def run_domain_cli(
+    registry: DomainRegistry, argv: Sequence[str] | None = None, *, prog: str | None = None,
+    load: Callable[[], Any] | None = None,
+) -> int:
+    """Parse ``argv`` and run the sub-command; user errors print one line and return 2."""
+    args = build_parser(registry, prog).parse_args(argv)
+    try:
+        if load is not None:
+            load()
+        return args.handler(registry, args)
+    except InterplayError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def core_main(argv: Sequence[str] | None = None, prog: str = "interplay-core") -> int:
+    from interplay.core.demo import REGISTRY
+
+    return run_domain_cli(REGISTRY, argv, prog=prog)
+
+
+def _domains() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group="interplay.domains")}
+
+
+def umbrella_main(argv: Sequence[str] | None = None) -> int:
+    """``interplay <domain> ...``: dispatch to the domain's console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    domains = _domains()
+    usage = (
+        "usage: interplay DOMAIN COMMAND [...]\n\n"
+        "Interplay: attention models for interactions.\n\ndomains:\n"
+        + "\n".join(f"  {name}" for name in sorted(domains))
+        + "\n\nRun 'interplay DOMAIN --help' for a domain's commands."
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    name = argv[0]
+    if name not in domains:
+        print(f"error: unknown domain '{name}' (installed: {', '.join(sorted(domains))})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    main = domains[name].load()
+    return main(argv[1:], prog=f"interplay {name}")

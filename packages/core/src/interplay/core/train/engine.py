@@ -1,0 +1,273 @@
+"""The training engine: config -> (task, data) -> Lightning Trainer -> run directory.
+
+``build_trainer`` maps a :class:`TrainerConfig` onto ``lightning.pytorch.Trainer`` (accelerator,
+devices, strategy, precision, clipping, accumulation, checkpoints, early stopping, loggers).
+``train`` runs a whole experiment: seed, fit with selection on the validation monitor, then score
+the test split exactly once with the selected checkpoint, and write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from interplay.core.config import from_dict, save_config, to_dict
+from interplay.core.errors import CheckpointError, ConfigError
+from interplay.core.registry import DomainRegistry
+from interplay.core.train.checkpoint import AtomicCheckpointIO, load_checkpoint
+from interplay.core.train.config import ExperimentConfig, TrainerConfig
+from interplay.core.train.runs import collect_versions, create_run_dir, plot_curves, write_json
+from interplay.core.train.task import TaskModule
+
+# Lightning's hints about dataloader workers and unused GPUs are noise for small CPU jobs.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+warnings.filterwarnings("ignore", ".*is not using a GPU.*")
+
+
+def build_trainer(
+    config: TrainerConfig,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    callbacks: list[pl.Callback] | None = None,
+    **overrides: Any,
+) -> pl.Trainer:
+    """A Lightning Trainer configured from ``config``.
+
+    With ``run_dir``, checkpoints go to ``run_dir/checkpoints`` (best on ``config.monitor`` plus
+    ``last.ckpt``) and metrics to ``run_dir/metrics.csv`` (and TensorBoard when installed).
+    Without it the trainer logs and checkpoints nothing (handy for evaluation and predictions).
+    """
+    cbs: list[pl.Callback] = list(callbacks or [])
+    loggers: list[Any] | bool = False
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best-epoch{epoch:03d}",
+                monitor=config.monitor,
+                mode=config.monitor_mode,
+                save_top_k=config.save_top_k,
+                save_last=True,
+                auto_insert_metric_name=False,
+            )
+        )
+        loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+        if config.tensorboard and importlib.util.find_spec("tensorboard") is not None:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+    if config.early_stopping.enabled:
+        cbs.append(
+            EarlyStopping(
+                monitor=config.monitor,
+                mode=config.monitor_mode,
+                patience=config.early_stopping.patience,
+                min_delta=config.early_stopping.min_delta,
+            )
+        )
+    if config.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    kwargs: dict[str, Any] = dict(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,
+        gradient_clip_val=config.gradient_clip_val,
+        gradient_clip_algorithm=config.gradient_clip_algorithm if config.gradient_clip_val else None,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        deterministic=config.deterministic,
+        enable_progress_bar=config.progress_bar,
+        enable_checkpointing=run_dir is not None,
+        enable_model_summary=False,
+        log_every_n_steps=config.log_every_n_steps,
+        check_val_every_n_epoch=config.check_val_every_n_epoch,
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches,
+        limit_test_batches=config.limit_test_batches,
+        logger=loggers,
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir) if run_dir is not None else None,
+    )
+    kwargs.update(overrides)
+    try:
+        return pl.Trainer(**kwargs)
+    except (ValueError, TypeError) as err:  # MisconfigurationException is a ValueError
+        raise ConfigError(f"invalid trainer settings: {err}") from err
+
+
+def _accepted(factory: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``values`` that ``factory`` takes as keyword arguments."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(values)
+    return {k: v for k, v in values.items() if k in params}
+
+
+def build_experiment(cfg: ExperimentConfig, registry: DomainRegistry) -> tuple[TaskModule, pl.LightningDataModule]:
+    """Data module, model and task named by ``cfg``.
+
+    The data module's ``info`` (e.g. ``num_classes``, ``num_features``) fills model and task
+    parameters the config leaves out; explicit config values always win.
+    """
+    if cfg.domain != registry.domain:
+        raise ConfigError(f"config is for domain '{cfg.domain}', not '{registry.domain}'")
+    data_entry = registry.datasets.get(cfg.data.name)
+    data_kwargs = dict(
+        root=cfg.data.root, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers, seed=cfg.seed,
+    )
+    data_kwargs = {**_accepted(data_entry.factory, data_kwargs), **cfg.data.params}
+    datamodule = registry.datasets.create(cfg.data.name, **data_kwargs)
+    info = dict(getattr(datamodule, "info", {}) or {})
+
+    model_entry = registry.models.get(cfg.model.name)
+    model = registry.models.create(cfg.model.name, **{**_accepted(model_entry.factory, info), **cfg.model.params})
+
+    task_entry = registry.tasks.get(cfg.task.name)
+    task_kwargs = {**_accepted(task_entry.factory, info), **cfg.task.params}
+    task = registry.tasks.create(cfg.task.name, model=model, optimizer=cfg.optimizer, **task_kwargs)
+    task.experiment_config = to_dict(cfg)
+    return task, datamodule
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
+
+
+def train(
+    cfg: ExperimentConfig,
+    registry: DomainRegistry,
+    *,
+    resume_from: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    callbacks: list[pl.Callback] | None = None,
+) -> RunResult:
+    """Train ``cfg`` in a fresh run directory; select on validation; test once at the end."""
+    if resume_from is not None and not Path(resume_from).is_file():
+        raise CheckpointError(f"checkpoint to resume from not found: {resume_from}")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task, datamodule = build_experiment(cfg, registry)
+    if run_dir is None:
+        run_dir = create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
+    run_dir = Path(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    versions = collect_versions()
+    if resume_from is not None:
+        versions["resumed_from"] = str(Path(resume_from).resolve())
+    write_json(run_dir / "versions.json", versions)
+
+    trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks)
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    fit_seconds = time.perf_counter() - start
+
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    metrics: dict[str, Any] = {
+        "monitor": cfg.trainer.monitor,
+        "best_val": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": str(best) if best else None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 3),
+        "val": _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}),
+    }
+    if cfg.trainer.run_test and trainer.is_global_zero is not None:
+        # The test split is scored once, with the checkpoint chosen on validation.
+        tester = build_trainer(cfg.trainer, None, devices=1, num_nodes=1, strategy="auto")
+        ckpt = str(best) if best and best.is_file() else None
+        if ckpt is None:
+            warnings.warn("no best checkpoint: testing the final weights", stacklevel=2)
+        results = tester.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics["test"] = _scalars(results[0]) if results else {}
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        plot_curves(run_dir / "metrics.csv", run_dir / "plots" / "curves.png")
+    return RunResult(run_dir, metrics, best, last if last.is_file() else None)
+
+
+def restore(
+    checkpoint_path: str | os.PathLike, registry: DomainRegistry, overrides: list[str] | None = None
+) -> tuple[TaskModule, pl.LightningDataModule, ExperimentConfig]:
+    """Rebuild task and data from the config stored in a checkpoint and load its weights.
+
+    ``overrides`` (``key=value``) may change non-architectural settings, e.g. ``data.root``.
+    """
+    from interplay.core.config import apply_overrides
+
+    ckpt = load_checkpoint(checkpoint_path)
+    if "interplay_config" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{checkpoint_path} is not an Interplay checkpoint (no stored config)")
+    raw = apply_overrides(ckpt["interplay_config"], list(overrides or []), schema=ExperimentConfig)
+    cfg = from_dict(ExperimentConfig, raw, source=str(checkpoint_path))
+    task, datamodule = build_experiment(cfg, registry)
+    try:
+        task.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {checkpoint_path} do not match the model: {err}") from err
+    return task, datamodule, cfg
+
+
+def evaluate(
+    checkpoint_path: str | os.PathLike,
+    registry: DomainRegistry,
+    *,
+    split: str = "test",
+    overrides: list[str] | None = None,
+) -> dict[str, float]:
+    """Metrics of a checkpoint on the validation or test split."""
+    if split not in ("val", "test"):
+        raise ConfigError(f"split must be 'val' or 'test', got '{split}'")
+    task, datamodule, cfg = restore(checkpoint_path, registry, overrides)
+    trainer = build_trainer(cfg.trainer, None, devices=1, num_nodes=1, strategy="auto")
+    run = trainer.validate if split == "val" else trainer.test
+    results = run(task, datamodule=datamodule, verbose=False)
+    return _scalars(results[0]) if results else {}
+
+
+def predict(
+    checkpoint_path: str | os.PathLike,
+    registry: DomainRegistry,
+    *,
+    split: str = "test",
+    overrides: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-example outputs of a checkpoint on ``split`` (the data module's predict loader)."""
+    task, datamodule, cfg = restore(checkpoint_path, registry, overrides)
+    if hasattr(datamodule, "predict_split"):
+        datamodule.predict_split = split
+    trainer = build_trainer(cfg.trainer, None, devices=1, num_nodes=1, strategy="auto")
+    batches = trainer.predict(task, datamodule=datamodule)
+    if not batches:
+        return {}
+    return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}

@@ -1,0 +1,1 @@
+"""YAML configs of the eeg domain, one per reproduction."""

@@ -1,0 +1,1 @@
+"""eeg models, one module per paper model (RBTransformer)."""

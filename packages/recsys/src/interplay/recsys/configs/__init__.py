@@ -1,0 +1,1 @@
+"""YAML configs of the recsys domain, one per reproduction."""

@@ -1,0 +1,1 @@
+"""recsys models, one module per paper model (Hiformer, AW-MoE, KGAT)."""

@@ -1,0 +1,1 @@
+"""YAML configs of the tabular domain, one per reproduction."""

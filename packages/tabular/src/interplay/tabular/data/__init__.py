@@ -1,0 +1,1 @@
+"""tabular readers, one per on-disk format, each with a synthetic generator writing the same format."""

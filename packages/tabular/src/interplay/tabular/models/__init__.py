@@ -1,0 +1,1 @@
+"""tabular models, one module per paper model (TransTEE, CloudFormer, tabular ICL)."""

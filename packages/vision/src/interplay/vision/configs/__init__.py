@@ -1,0 +1,1 @@
+"""YAML configs of the vision domain, one per reproduction."""

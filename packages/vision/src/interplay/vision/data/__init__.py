@@ -1,0 +1,1 @@
+"""vision readers, one per on-disk format, each with a synthetic generator writing the same format."""

@@ -1,0 +1,1 @@
+"""vision models, one module per paper model (DaViT, HaloNet, CrossFormer)."""
