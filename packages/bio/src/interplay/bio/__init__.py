@@ -1,4 +1,5 @@
-"""Interplay bio. Biomedicine: survival with OT co-attention (MOTCat), drug sensitivity (PaccMann MCA), protein-protein affinity."""
+"""Interplay bio: survival with OT co-attention (MOTCat), drug sensitivity (PaccMann MCA),
+protein-protein binding affinity."""
 
 from interplay.bio.registry import REGISTRY
 

@@ -12,6 +12,11 @@ from interplay.core.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChecksumError", "ConfigError", "DataError", "DownloadError", "InterplayError", "UnknownNameError",
+    "ChecksumError",
+    "ConfigError",
+    "DataError",
+    "DownloadError",
+    "InterplayError",
+    "UnknownNameError",
     "__version__",
 ]

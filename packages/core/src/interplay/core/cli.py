@@ -161,8 +161,8 @@ def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
     if not cfg.reported:
         raise UnknownNameError(f"config '{args.paper}' has no 'reported' figures to reproduce")
     result = train(cfg, registry)
-    ours = {**{f"val/{k.split('/', 1)[-1]}": v for k, v in result.metrics.get("val", {}).items()},
-            **result.metrics.get("test", {})}
+    ours = {**result.metrics.get("last_val", {}), **result.metrics.get("test", {})}
+    ours[f"best {cfg.trainer.monitor}"] = result.metrics.get("best_val")
     rows, report = [], {}
     for metric, paper in cfg.reported.items():
         value = ours.get(metric)
@@ -206,10 +206,16 @@ def build_parser(registry: DomainRegistry, prog: str | None = None) -> argparse.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     overrides_help = "config overrides as key.sub=value (e.g. trainer.max_epochs=5 data.batch_size=32)"
 
-    p = sub.add_parser("train", help="train a model from a config", description="Train a model from a config; "
-                       "select on validation, score the test split once, write runs/<domain>/<model>/<time>/.")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train a model from a config; "
+        "select on validation, score the test split once, write runs/<domain>/<model>/<time>/.",
+    )
     p.add_argument("--config", "-c", required=True, help="shipped config name (see 'configs') or a YAML file")
-    p.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
+    p.add_argument(
+        "--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)"
+    )
     p.add_argument("--run-root", help="directory that holds run directories (default: ./runs)")
     p.add_argument("overrides", nargs="*", help=overrides_help)
     p.set_defaults(handler=_cmd_train)
@@ -235,8 +241,11 @@ def build_parser(registry: DomainRegistry, prog: str | None = None) -> argparse.
     p.add_argument("overrides", nargs="*", help=overrides_help)
     p.set_defaults(handler=_cmd_reproduce)
 
-    for name, text in (("models", "list the registered models"), ("datasets", "list the registered datasets"),
-                       ("configs", "list the shipped configs")):
+    for name, text in (
+        ("models", "list the registered models"),
+        ("datasets", "list the registered datasets"),
+        ("configs", "list the shipped configs"),
+    ):
         sub.add_parser(name, help=text, description=text).set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("download", help="download a dataset into the data root ($INTERPLAY_DATA)")
@@ -247,7 +256,10 @@ def build_parser(registry: DomainRegistry, prog: str | None = None) -> argparse.
 
 
 def run_domain_cli(
-    registry: DomainRegistry, argv: Sequence[str] | None = None, *, prog: str | None = None,
+    registry: DomainRegistry,
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
     load: Callable[[], Any] | None = None,
 ) -> int:
     """Parse ``argv`` and run the sub-command; user errors print one line and return 2."""

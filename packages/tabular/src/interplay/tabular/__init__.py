@@ -1,4 +1,5 @@
-"""Interplay tabular. Tabular models: treatment effects (TransTEE), cloud VM performance (CloudFormer), tabular in-context learning."""
+"""Interplay tabular: treatment effects (TransTEE), cloud VM performance (CloudFormer),
+tabular in-context learning."""
 
 from interplay.tabular.registry import REGISTRY
 

@@ -14,7 +14,9 @@ from interplay.core.demo.registry import REGISTRY
 from interplay.core.nn import TransformerBlock
 
 
-@REGISTRY.models.register("transformer-classifier", "ViT-style Transformer over image patches (reference model)")
+@REGISTRY.models.register(
+    "transformer-classifier", "ViT-style Transformer over image patches (reference model)"
+)
 class TransformerClassifier(nn.Module):
     def __init__(
         self,
@@ -48,8 +50,9 @@ class TransformerClassifier(nn.Module):
         """``[B, C, H, W]`` -> ``[B, num_patches, C * p * p]``."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"expected images of shape [B, {', '.join(map(str, expected))}], "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape [B, {', '.join(map(str, expected))}], got {tuple(images.shape)}"
+            )
         p = self.patch_size
         b, c, h, w = images.shape
         x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)

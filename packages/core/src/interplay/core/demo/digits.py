@@ -13,7 +13,9 @@ from interplay.core.datamodules import SplitDataModule, stratified_split
 from interplay.core.demo.registry import REGISTRY
 
 
-@REGISTRY.datasets.register("digits", "scikit-learn handwritten digits: 1,797 8x8 images, 10 classes (bundled)")
+@REGISTRY.datasets.register(
+    "digits", "scikit-learn handwritten digits: 1,797 8x8 images, 10 classes (bundled)"
+)
 class DigitsDataModule(SplitDataModule):
     def __init__(
         self,

@@ -76,7 +76,11 @@ class MultiHeadAttention(nn.Module):
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         mask = _combine_masks(attn_mask, key_padding_mask, is_causal, lq, lk, x.device)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
             is_causal=is_causal and mask is None,
         )
         if mask is not None:

@@ -34,12 +34,21 @@ class FeedForward(nn.Module):
     """Position-wise MLP: Linear -> activation -> dropout -> Linear -> dropout."""
 
     def __init__(
-        self, dim: int, hidden: int | None = None, *, dropout: float = 0.0, activation: type[nn.Module] = nn.GELU
+        self,
+        dim: int,
+        hidden: int | None = None,
+        *,
+        dropout: float = 0.0,
+        activation: type[nn.Module] = nn.GELU,
     ) -> None:
         super().__init__()
         hidden = hidden or 4 * dim
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), activation(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+            nn.Linear(dim, hidden),
+            activation(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -68,10 +77,16 @@ class TransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, x: Tensor, *, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None,
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
         x = x + self.drop_path(
-            self.attn(self.norm1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal)
+            self.attn(
+                self.norm1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal
+            )
         )
         return x + self.drop_path(self.ffn(self.norm2(x)))

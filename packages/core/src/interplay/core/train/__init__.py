@@ -10,13 +10,38 @@ from interplay.core.train.config import (
     TaskConfig,
     TrainerConfig,
 )
-from interplay.core.train.engine import RunResult, build_experiment, build_trainer, evaluate, predict, restore, train
+from interplay.core.train.engine import (
+    RunResult,
+    build_experiment,
+    build_trainer,
+    evaluate,
+    predict,
+    restore,
+    train,
+)
 from interplay.core.train.runs import collect_versions, create_run_dir
 from interplay.core.train.task import ClassificationTask, TaskModule, build_optimizer
 
 __all__ = [
-    "AtomicCheckpointIO", "ClassificationTask", "DataConfig", "EarlyStoppingConfig", "ExperimentConfig",
-    "ModelConfig", "OptimizerConfig", "RunResult", "TaskConfig", "TaskModule", "TrainerConfig",
-    "build_experiment", "build_optimizer", "build_trainer", "collect_versions", "create_run_dir", "evaluate",
-    "load_checkpoint", "predict", "restore", "train",
+    "AtomicCheckpointIO",
+    "ClassificationTask",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RunResult",
+    "TaskConfig",
+    "TaskModule",
+    "TrainerConfig",
+    "build_experiment",
+    "build_optimizer",
+    "build_trainer",
+    "collect_versions",
+    "create_run_dir",
+    "evaluate",
+    "load_checkpoint",
+    "predict",
+    "restore",
+    "train",
 ]

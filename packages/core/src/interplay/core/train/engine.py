@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import os
 import time
 import warnings
@@ -30,10 +31,26 @@ from interplay.core.train.config import ExperimentConfig, TrainerConfig
 from interplay.core.train.runs import collect_versions, create_run_dir, plot_curves, write_json
 from interplay.core.train.task import TaskModule
 
-# Lightning's hints about dataloader workers and unused GPUs are noise for small CPU jobs.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-warnings.filterwarnings("ignore", ".*is not using a GPU.*")
+# Lightning's hints (dataloader workers, idle GPUs, cloud loggers, callbacks on restore) are noise
+# for our runs: the engine supplies the callbacks itself and reports devices in versions.json.
+for _pattern in (
+    ".*does not have many workers.*",
+    ".*GPU available but not used.*",
+    ".*is not using a GPU.*",
+    ".*callbacks used to create the checkpoint need to be provided.*",
+    ".*isinstance\\(treespec, LeafSpec\\).*",
+    ".*smaller than the logging interval.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*Experiment logs directory .* exists and is not empty.*",
+    ".*The dirpath has changed from.*",
+):
+    warnings.filterwarnings("ignore", _pattern)
+for _logger in (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 
 
 def build_trainer(
@@ -122,7 +139,9 @@ def _accepted(factory: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in params}
 
 
-def build_experiment(cfg: ExperimentConfig, registry: DomainRegistry) -> tuple[TaskModule, pl.LightningDataModule]:
+def build_experiment(
+    cfg: ExperimentConfig, registry: DomainRegistry
+) -> tuple[TaskModule, pl.LightningDataModule]:
     """Data module, model and task named by ``cfg``.
 
     The data module's ``info`` (e.g. ``num_classes``, ``num_features``) fills model and task
@@ -132,15 +151,20 @@ def build_experiment(cfg: ExperimentConfig, registry: DomainRegistry) -> tuple[T
         raise ConfigError(f"config is for domain '{cfg.domain}', not '{registry.domain}'")
     data_entry = registry.datasets.get(cfg.data.name)
     data_kwargs = dict(
-        root=cfg.data.root, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers, seed=cfg.seed,
+        root=cfg.data.root,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
     )
     data_kwargs = {**_accepted(data_entry.factory, data_kwargs), **cfg.data.params}
     datamodule = registry.datasets.create(cfg.data.name, **data_kwargs)
     info = dict(getattr(datamodule, "info", {}) or {})
 
     model_entry = registry.models.get(cfg.model.name)
-    model = registry.models.create(cfg.model.name, **{**_accepted(model_entry.factory, info), **cfg.model.params})
+    model = registry.models.create(
+        cfg.model.name, **{**_accepted(model_entry.factory, info), **cfg.model.params}
+    )
 
     task_entry = registry.tasks.get(cfg.task.name)
     task_kwargs = {**_accepted(task_entry.factory, info), **cfg.task.params}
@@ -200,7 +224,7 @@ def train(
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
-        "val": _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}),
+        "last_val": _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}),
     }
     if cfg.trainer.run_test and trainer.is_global_zero is not None:
         # The test split is scored once, with the checkpoint chosen on validation.

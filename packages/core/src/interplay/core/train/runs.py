@@ -26,7 +26,11 @@ from typing import Any
 from interplay.core.data import atomic_write
 
 INTERPLAY_DISTRIBUTIONS = (
-    "interplay-core", "interplay-recsys", "interplay-eeg", "interplay-bio", "interplay-vision",
+    "interplay-core",
+    "interplay-recsys",
+    "interplay-eeg",
+    "interplay-bio",
+    "interplay-vision",
     "interplay-tabular",
 )
 THIRD_PARTY = ("torch", "lightning", "torchmetrics", "numpy", "scikit-learn", "torch-geometric", "dgl")
@@ -56,8 +60,12 @@ def git_commit(start: str | os.PathLike | None = None) -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
-            text=True, timeout=10, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return {"commit": head, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):

@@ -85,8 +85,15 @@ class TaskModule(pl.LightningModule):
         loss = self.step(batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=batch_size_of(batch), sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=batch_size_of(batch),
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -165,8 +172,9 @@ class ClassificationTask(TaskModule):
         loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), targets)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                      batch_size=targets.shape[0])
+        self.log_dict(
+            metrics, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=targets.shape[0]
+        )
         return loss
 
     def predict_batch(self, batch: Any) -> dict[str, Tensor]:

@@ -1,0 +1,152 @@
+"""Command lines: --help of every console script, train -> evaluate -> predict, user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interplay.core.cli import core_main, format_table, umbrella_main
+
+SCRIPTS = [
+    "interplay",
+    "interplay-core",
+    "interplay-recsys",
+    "interplay-eeg",
+    "interplay-bio",
+    "interplay-vision",
+    "interplay-tabular",
+]
+SUBCOMMANDS = ["train", "evaluate", "predict", "reproduce", "models", "datasets", "download", "configs"]
+BIN = Path(sys.executable).parent
+
+
+def script(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"console script {name} is not installed")
+    return path
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_console_script_help(name):
+    out = subprocess.run([script(name), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if name == "interplay":
+        for domain in ("core", "recsys", "eeg", "bio", "vision", "tabular"):
+            assert f"  {domain}" in out.stdout
+    else:
+        for sub in SUBCOMMANDS:
+            assert sub in out.stdout
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_subcommand_help(sub, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        core_main([sub, "--help"])
+    assert exit_info.value.code == 0
+    assert f"interplay-core {sub}" in capsys.readouterr().out
+
+
+def test_umbrella_dispatches_to_domain(capsys):
+    assert umbrella_main(["core", "models"]) == 0
+    assert "transformer-classifier" in capsys.readouterr().out
+    assert umbrella_main(["recsys", "models"]) == 0
+    assert "no models registered in recsys" in capsys.readouterr().out
+    assert umbrella_main(["nosuch", "models"]) == 2
+    assert "unknown domain 'nosuch'" in capsys.readouterr().err
+
+
+def test_listings(capsys):
+    assert core_main(["datasets"]) == 0
+    assert "digits" in capsys.readouterr().out
+    assert core_main(["configs"]) == 0
+    assert "digits-transformer" in capsys.readouterr().out
+    assert core_main(["download", "digits"]) == 0
+    assert "nothing to download" in capsys.readouterr().out
+
+
+def test_train_evaluate_predict_round_trip(tiny_yaml, tmp_path, capsys):
+    assert core_main(["train", "--config", str(tiny_yaml), "trainer.max_epochs=3"]) == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out
+    run_dir = Path(out.split("run directory: ")[1].split()[0])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    best = metrics["best_checkpoint"]
+
+    out_json = tmp_path / "eval.json"
+    assert core_main(["evaluate", "--checkpoint", best, "--output", str(out_json)]) == 0
+    evaluated = json.loads(out_json.read_text())
+    assert evaluated["test/acc"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+    assert core_main(["evaluate", "--checkpoint", best, "--split", "val"]) == 0
+    assert "val/acc" in capsys.readouterr().out
+
+    preds = tmp_path / "preds.csv"
+    assert core_main(["predict", "--checkpoint", best, "--output", str(preds)]) == 0
+    rows = list(csv.DictReader(preds.open()))
+    from sklearn.datasets import load_digits
+
+    from interplay.core.datamodules import stratified_split
+
+    expected = len(stratified_split(load_digits().target, 0.1, 0.2, seed=0)["test"])
+    assert len(rows) == expected and 350 <= expected <= 370  # about 20% of 1,797 digits
+    assert {"index", "pred", "target", "prob_0", "prob_9"} <= set(rows[0])
+    acc = sum(r["pred"] == r["target"] for r in rows) / len(rows)
+    assert acc == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+    assert sum(float(rows[0][f"prob_{k}"]) for k in range(10)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_reproduce_compares_with_reported(tiny_dict, tmp_path, capsys):
+    import yaml
+
+    tiny_dict["reported"] = {"test/acc": 0.0, "test/f1": 2.0}
+    tiny_dict["tolerance"] = {"test/acc": 0.0, "test/f1": 0.0}
+    path = tmp_path / "repro.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert core_main(["reproduce", str(path)]) == 0
+    assert core_main(["reproduce", str(path), "--strict"]) == 1  # f1 can never reach 2.0
+    out = capsys.readouterr().out
+    run_dir = Path(out.split("run directory: ")[-1].split()[0])
+    report = json.loads((run_dir / "reproduction.json").read_text())["metrics"]
+    assert report["test/acc"]["reached"] is True and report["test/f1"]["reached"] is False
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--config", "no-such-config"], "unknown core config 'no-such-config'"),
+        (["train", "--config", "digits-transformr"], "did you mean 'digits-transformer'"),
+        (["train", "--config", "missing/file.yaml"], "config file not found: missing/file.yaml"),
+        (["train", "--config", "digits-transformer", "trainer.max_epoch=3"], "trainer.max_epoch"),
+        (["train", "--config", "digits-transformer", "trainer.max_epochs=many"], "trainer.max_epochs"),
+        (["train", "--config", "digits-transformer", "model.name=vit"], "unknown core models 'vit'"),
+        (["evaluate", "--checkpoint", "nowhere.ckpt"], "checkpoint not found: nowhere.ckpt"),
+        (["predict", "--checkpoint", "nowhere.ckpt", "--output", "x.csv"], "checkpoint not found"),
+        (["download", "mnist"], "unknown core datasets 'mnist'"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert core_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_broken_checkpoint_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert core_main(["evaluate", "--checkpoint", str(bad)]) == 2
+    assert "bad.ckpt could not be read" in capsys.readouterr().err
+
+
+def test_format_table_aligns_columns():
+    text = format_table([["a", 0.5], ["longer", None]], ["name", "value"])
+    lines = text.splitlines()
+    assert lines[0].startswith("name    value") and lines[2] == "a       0.5000" and lines[3] == "longer  -"

@@ -1,0 +1,60 @@
+"""Package layout: every domain imports cleanly, depends on core only, never on another domain."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from interplay.core.datamodules import stratified_split
+from interplay.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAINS = ["recsys", "eeg", "bio", "vision", "tabular"]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_domain_imports_and_depends_on_core(domain):
+    module = importlib.import_module(f"interplay.{domain}")
+    assert module.REGISTRY.domain == domain
+    requires = importlib.metadata.requires(f"interplay-{domain}") or []
+    assert any(r.startswith("interplay-core") for r in requires)
+    assert (ROOT / "packages" / domain / "README.md").is_file()
+
+
+@pytest.mark.parametrize("domain", ["core", *DOMAINS])
+def test_no_cross_domain_imports(domain):
+    src = ROOT / "packages" / domain / "src" / "interplay"
+    assert not (src / "__init__.py").exists(), "interplay must stay a PEP 420 namespace package"
+    allowed = {"core", domain}
+    for path in (src / domain).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "interplay" and len(parts) > 1:
+                    assert parts[1] in allowed, f"{path} imports {name}"
+
+
+def test_stratified_split_is_disjoint_complete_and_stratified():
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    splits = stratified_split(labels, 0.1, 0.2, seed=3)
+    joined = np.concatenate(list(splits.values()))
+    assert len(joined) == len(labels) and len(np.unique(joined)) == len(labels)
+    for cls, count in enumerate([100, 50, 30, 20]):
+        assert (labels[splits["test"]] == cls).sum() == round(0.2 * count)
+        assert (labels[splits["val"]] == cls).sum() == round(0.1 * count)
+    again = stratified_split(labels, 0.1, 0.2, seed=3)
+    other = stratified_split(labels, 0.1, 0.2, seed=4)
+    assert all((splits[s] == again[s]).all() for s in splits)
+    assert not (splits["test"] == other["test"]).all()
+    with pytest.raises(ConfigError, match="sum to less than 1"):
+        stratified_split(labels, 0.5, 0.5, seed=0)
