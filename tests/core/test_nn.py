@@ -21,8 +21,13 @@ ATOL = 1e-5
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
+    # Tiny tensors: intra-op threading only adds overhead (and stalls badly on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,18 +217,9 @@ def test_attn_mask_combined_with_key_padding_mask_and_causal():
     assert_close(m(x, attn_mask=mask, key_padding_mask=kpm, is_causal=True), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: is_causal with Lq != Lk is top-left aligned without a mask (SDPA) but bottom-right "
-    "aligned (tril(lk - lq) in _combine_masks) when any mask is given",
-)
 @pytest.mark.parametrize(("lq", "lk"), [(3, 5), (5, 3)])
 def test_causal_with_and_without_padding_mask_agree_when_lq_differs_from_lk(lq, lk):
-    """An all-True key_padding_mask must not change the result; with ``is_causal`` and Lq != Lk it does.
-
-    Without a mask ``is_causal`` goes to SDPA (top-left aligned causal mask); with any mask
-    ``_combine_masks`` builds ``tril(lk - lq)`` (bottom-right aligned). The two disagree.
-    """
+    """An all-True key_padding_mask must not change the result of a causal call with Lq != Lk."""
     m = MultiHeadAttention(16, 4)
     x, context = torch.randn(2, lq, 16), torch.randn(2, lk, 16)
     plain = m(x, context, is_causal=True)
@@ -392,9 +388,9 @@ def test_non_bool_attn_mask(dtype):
 def test_key_padding_mask_wrong_length_or_dtype():
     m = MultiHeadAttention(16, 4)
     x = torch.randn(2, 5, 16)
-    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \[B, 5\]"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \[2, 5\]"):
         m(x, key_padding_mask=torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \[B, 7\]"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor of shape \[2, 7\]"):
         m(x, torch.randn(2, 7, 16), key_padding_mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"key_padding_mask"):
         m(x, key_padding_mask=torch.ones(2, 5))
@@ -560,3 +556,24 @@ def test_classifier_backward_reaches_all_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(("lq", "lk"), [(3, 5), (5, 3), (1, 7)])
+def test_causal_cross_lengths_are_bottom_right_aligned(lq, lk):
+    """Query i sits at position lk - lq + i: it sees keys 0 .. lk - lq + i."""
+    m = MultiHeadAttention(16, 4)
+    x, context = torch.randn(2, lq, 16), torch.randn(2, lk, 16)
+    allowed = torch.tensor([[j <= lk - lq + i for j in range(lk)] for i in range(lq)])
+    expected = m(x, context, attn_mask=allowed)
+    assert_close(m(x, context, is_causal=True), expected)
+
+
+def test_bad_mask_and_context_shapes_name_the_input():
+    m = MultiHeadAttention(16, 4, kv_dim=8)
+    x = torch.randn(2, 3, 16)
+    with pytest.raises(ValueError, match=r"key_padding_mask .* shape \[2, 4\]"):
+        m(x, torch.randn(2, 4, 8), key_padding_mask=torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"key_padding_mask .* shape \[2, 4\]"):
+        m(x, torch.randn(2, 4, 8), key_padding_mask=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"context of shape \[2, L, 8\]"):
+        m(x, torch.randn(2, 4, 16))

@@ -61,10 +61,20 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
-        """``x``: ``[B, Lq, dim]``; ``context``: ``[B, Lk, kv_dim]`` (default ``x``)."""
+        """``x``: ``[B, Lq, dim]``; ``context``: ``[B, Lk, kv_dim]`` (default ``x``).
+
+        With ``is_causal`` and ``Lq != Lk`` the causal mask is aligned bottom-right: query ``i``
+        sits at position ``Lk - Lq + i`` (the queries are the last ``Lq`` tokens, as when decoding
+        with a cache).
+        """
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape [B, L, {self.dim}], got {tuple(x.shape)}")
         context = x if context is None else context
+        kv_dim = self.kv_proj.in_features
+        if context.dim() != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != kv_dim:
+            raise ValueError(
+                f"expected context of shape [{x.shape[0]}, L, {kv_dim}], got {tuple(context.shape)}"
+            )
         b, lq, _ = x.shape
         lk = context.shape[1]
         q = self.q_proj(x).view(b, lq, self.heads, self.head_dim).transpose(1, 2)
@@ -74,14 +84,14 @@ class MultiHeadAttention(nn.Module):
         if self.kv_heads != self.heads:
             rep = self.heads // self.kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        mask = _combine_masks(attn_mask, key_padding_mask, is_causal, lq, lk, x.device)
+        mask = _combine_masks(attn_mask, key_padding_mask, is_causal, b, lq, lk, x.device)
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.attn_drop if self.training else 0.0,
-            is_causal=is_causal and mask is None,
+            is_causal=is_causal and mask is None,  # only reached when Lq == Lk
         )
         if mask is not None:
             # SDPA returns NaN for rows whose keys are all masked; the contract says zeros.
@@ -96,21 +106,27 @@ def _combine_masks(
     attn_mask: Tensor | None,
     key_padding_mask: Tensor | None,
     is_causal: bool,
+    batch: int,
     lq: int,
     lk: int,
     device: torch.device,
 ) -> Tensor | None:
+    """One boolean mask (True = may attend) or None when SDPA's own causal flag suffices."""
     mask = None
     if attn_mask is not None:
         if attn_mask.dtype != torch.bool:
             raise TypeError("attn_mask must be boolean (True = may attend)")
         mask = attn_mask
     if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[-1] != lk:
-            raise ValueError(f"key_padding_mask must be a bool tensor of shape [B, {lk}]")
+        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (batch, lk):
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor of shape [{batch}, {lk}], got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
         kp = key_padding_mask[:, None, None, :]
         mask = kp if mask is None else mask & kp
-    if is_causal and mask is not None:
+    if is_causal and (mask is not None or lq != lk):
+        # bottom-right aligned, so that it agrees with SDPA's is_causal when lq == lk
         causal = torch.ones(lq, lk, dtype=torch.bool, device=device).tril(lk - lq)
-        mask = mask & causal
+        mask = causal if mask is None else mask & causal
     return mask
