@@ -59,12 +59,20 @@ def lr_lambda(cfg: OptimizerConfig, steps_per_epoch: int, total_steps: int):
 
 
 class TaskModule(pl.LightningModule):
-    """Base task: wraps ``model``, builds the optimiser, logs ``<stage>/loss`` per epoch."""
+    """Base task: wraps ``model``, builds the optimiser, logs per-epoch loss and metrics.
+
+    Metrics are torchmetrics objects held in ``self.metrics[f"{stage}_metrics"]``: ``step``
+    only updates them, and the base class computes, logs and resets them once per epoch. Logging
+    once per epoch instead of per step keeps the engine's cost per step near a plain loop's, and
+    torchmetrics synchronises the states across processes under DDP.
+    """
 
     def __init__(self, model: nn.Module, optimizer: OptimizerConfig | None = None) -> None:
         super().__init__()
         self.model = model
         self.optimizer_config = optimizer or OptimizerConfig()
+        self.metrics = nn.ModuleDict()  # subclasses add f"{stage}_metrics" collections
+        self.losses = nn.ModuleDict({f"{s}_loss": torchmetrics.MeanMetric() for s in STAGES})
         # Filled by the engine so that a checkpoint can rebuild the whole experiment.
         self.experiment_config: dict[str, Any] | None = None
 
@@ -80,21 +88,32 @@ class TaskModule(pl.LightningModule):
         """Per-example outputs (one row each) written by ``predict``."""
         raise NotImplementedError
 
+    def stage_metrics(self, stage: str) -> torchmetrics.MetricCollection | None:
+        key = f"{stage}_metrics"
+        return self.metrics[key] if key in self.metrics else None
+
     # -- Lightning hooks ---------------------------------------------------------------------------
     def _run(self, batch: Any, stage: str) -> Tensor:
         loss = self.step(batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=batch_size_of(batch),
-            sync_dist=stage != "train",
-        )
+        self.losses[f"{stage}_loss"].update(loss.detach(), max(1, batch_size_of(batch)))
         return loss
+
+    def _log_epoch(self, stage: str) -> None:
+        loss = self.losses[f"{stage}_loss"]
+        values: dict[str, Tensor] = {}
+        if loss.update_called:
+            values[f"{stage}/loss"] = loss.compute()
+        metrics = self.stage_metrics(stage)
+        if metrics is not None and all(m.update_called for m in metrics.values()):
+            values.update(metrics.compute())
+        loss.reset()
+        if metrics is not None:
+            metrics.reset()
+        if values:
+            # already reduced across processes by torchmetrics
+            self.log_dict(values, prog_bar=stage != "test", sync_dist=False, rank_zero_only=False)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._run(batch, "train")
@@ -104,6 +123,15 @@ class TaskModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._run(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         return self.predict_batch(batch)
@@ -156,25 +184,21 @@ class ClassificationTask(TaskModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
-        metrics = torchmetrics.MetricCollection(
-            {
-                "acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-                "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
-            }
-        )
+        def collection(stage: str) -> torchmetrics.MetricCollection:
+            metrics = {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)}
+            if stage != "train":  # macro-F1 only where it is read: selection and the final score
+                metrics["f1"] = torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro")
+            return torchmetrics.MetricCollection(metrics, prefix=f"{stage}/")
+
         # ModuleDict keys may not shadow nn.Module attributes such as ``train``
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES})
+        self.metrics.update({f"{s}_metrics": collection(s) for s in STAGES})
 
     def step(self, batch: Any, stage: str) -> Tensor:
         inputs, targets = batch
         logits = self.model(inputs)
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.detach(), targets)
-        self.log_dict(
-            metrics, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=targets.shape[0]
-        )
+        self.stage_metrics(stage).update(logits.detach(), targets)
         return loss
 
     def predict_batch(self, batch: Any) -> dict[str, Tensor]:
