@@ -44,8 +44,17 @@ def main() -> int:
         value = metrics.get("test", {}).get(metric)
         passed = value is not None and value >= target and seconds <= budget
         ok &= passed
-        rows.append([domain, command[3] if len(command) > 3 else command[-1], metric, value, target,
-                     round(seconds, 1), "yes" if passed else "NO"])
+        rows.append(
+            [
+                domain,
+                command[3] if len(command) > 3 else command[-1],
+                metric,
+                value,
+                target,
+                round(seconds, 1),
+                "yes" if passed else "NO",
+            ]
+        )
     print("Interplay demo results")
     print(format_table(rows, ["domain", "config", "metric", "ours", "target", "seconds", "met"]))
     return 0 if ok else 1

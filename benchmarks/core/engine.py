@@ -39,6 +39,17 @@ class EpochTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+class Interleave(pl.Callback):
+    """Runs one plain-loop epoch after each Lightning epoch and records its time."""
+
+    def __init__(self, run_epoch) -> None:
+        self.run_epoch = run_epoch
+        self.times: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.times.append(self.run_epoch())
+
+
 def plain_epoch(model, optimizer, scheduler, batches, smoothing, clip) -> float:
     start = time.perf_counter()
     model.train()
@@ -73,10 +84,9 @@ def main(argv=None) -> int:
 
     total_epochs = args.epochs + 1
     steps = len(batches) * total_epochs
-    optimizer = build_optimizer(plain_model.parameters(), cfg.optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optimizer, len(batches), steps))
     smoothing = cfg.task.params.get("label_smoothing", 0.0)
 
+    max_norm = cfg.trainer.gradient_clip_val or float("inf")
     timer = EpochTimer()
     cfg.trainer.max_epochs = 1
     trainer_cfg = copy.deepcopy(cfg.trainer)
@@ -86,36 +96,57 @@ def main(argv=None) -> int:
         timer.times = []
         plain_times = []
         lightning_task = copy.deepcopy(task)
-        trainer = build_trainer(trainer_cfg, None, callbacks=[timer], max_epochs=total_epochs,
-                                limit_val_batches=0, num_sanity_val_steps=0)
+        trainer = build_trainer(
+            trainer_cfg,
+            None,
+            callbacks=[timer],
+            max_epochs=total_epochs,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
         # interleave: one Lightning epoch, then one plain epoch, through a callback
-        plain_state = {"model": copy.deepcopy(plain_model)}
-        p_opt = build_optimizer(plain_state["model"].parameters(), cfg.optimizer)
+        plain_model_copy = copy.deepcopy(plain_model)
+        p_opt = build_optimizer(plain_model_copy.parameters(), cfg.optimizer)
         p_sched = torch.optim.lr_scheduler.LambdaLR(p_opt, lr_lambda(cfg.optimizer, len(batches), steps))
-
-        class Interleave(pl.Callback):
-            def on_train_epoch_end(self, trainer, pl_module):
-                plain_times.append(plain_epoch(plain_state["model"], p_opt, p_sched, batches, smoothing,
-                                               cfg.trainer.gradient_clip_val or float("inf")))
-
-        trainer.callbacks.append(Interleave())
+        interleave = Interleave(
+            lambda m=plain_model_copy, o=p_opt, s=p_sched: plain_epoch(m, o, s, batches, smoothing, max_norm)
+        )
+        plain_times = interleave.times
+        trainer.callbacks.append(interleave)
         trainer.fit(lightning_task, train_dataloaders=loader)
         engine = statistics.median(timer.times[1:])
         plain = statistics.median(plain_times[1:])
-        rows.append({
-            "configuration": configuration, "batches_per_epoch": len(batches), "epochs_timed": args.epochs,
-            "engine_epoch_s": engine, "plain_epoch_s": plain, "overhead": engine / plain - 1,
-            "engine_epochs_s": timer.times, "plain_epochs_s": plain_times,
-        })
-    del optimizer, scheduler
+        rows.append(
+            {
+                "configuration": configuration,
+                "batches_per_epoch": len(batches),
+                "epochs_timed": args.epochs,
+                "engine_epoch_s": engine,
+                "plain_epoch_s": plain,
+                "overhead": engine / plain - 1,
+                "engine_epochs_s": timer.times,
+                "plain_epochs_s": plain_times,
+            }
+        )
 
-    print(format_table(
-        [[r["configuration"], r["batches_per_epoch"], r["engine_epoch_s"], r["plain_epoch_s"],
-          f"{100 * r['overhead']:+.1f}%"] for r in rows],
-        ["configuration", "batches", "engine s/epoch", "plain s/epoch", "overhead"],
-    ))
-    path = save_results("engine", rows, meta={"config": "digits-transformer", "target_overhead": 0.15},
-                        directory=args.out)
+    print(
+        format_table(
+            [
+                [
+                    r["configuration"],
+                    r["batches_per_epoch"],
+                    r["engine_epoch_s"],
+                    r["plain_epoch_s"],
+                    f"{100 * r['overhead']:+.1f}%",
+                ]
+                for r in rows
+            ],
+            ["configuration", "batches", "engine s/epoch", "plain s/epoch", "overhead"],
+        )
+    )
+    path = save_results(
+        "engine", rows, meta={"config": "digits-transformer", "target_overhead": 0.15}, directory=args.out
+    )
     plot(rows, Path(args.out) / "engine.png")
     print(f"results: {path}")
     worst = max(r["overhead"] for r in rows if r["configuration"] == "engine")
@@ -130,10 +161,18 @@ def plot(rows, png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for i, r in enumerate(rows):
-        ax.scatter([i - 0.1] * len(r["plain_epochs_s"][1:]), r["plain_epochs_s"][1:], color="tab:blue",
-                   label="plain loop" if i == 0 else None)
-        ax.scatter([i + 0.1] * len(r["engine_epochs_s"][1:]), r["engine_epochs_s"][1:], color="tab:orange",
-                   label="TaskModule + Trainer" if i == 0 else None)
+        ax.scatter(
+            [i - 0.1] * len(r["plain_epochs_s"][1:]),
+            r["plain_epochs_s"][1:],
+            color="tab:blue",
+            label="plain loop" if i == 0 else None,
+        )
+        ax.scatter(
+            [i + 0.1] * len(r["engine_epochs_s"][1:]),
+            r["engine_epochs_s"][1:],
+            color="tab:orange",
+            label="TaskModule + Trainer" if i == 0 else None,
+        )
     ax.set_xticks(range(len(rows)), [r["configuration"] for r in rows])
     ax.set_ylabel("seconds per epoch")
     ax.set_title("digits-transformer: training epoch time")

@@ -59,10 +59,24 @@ def machine() -> dict:
     }
 
 
-def save_results(name: str, rows: list[dict], *, meta: dict | None = None,
-                 directory: str | os.PathLike = "benchmarks/results") -> Path:
+def save_results(
+    name: str,
+    rows: list[dict],
+    *,
+    meta: dict | None = None,
+    directory: str | os.PathLike = "benchmarks/results",
+) -> Path:
     path = Path(directory) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-                      "versions": collect_versions()["packages"], "meta": meta or {}, "rows": rows})
+    write_json(
+        path,
+        {
+            "benchmark": name,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine(),
+            "versions": collect_versions()["packages"],
+            "meta": meta or {},
+            "rows": rows,
+        },
+    )
     return path

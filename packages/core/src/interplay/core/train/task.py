@@ -90,7 +90,7 @@ class TaskModule(pl.LightningModule):
 
     def stage_metrics(self, stage: str) -> torchmetrics.MetricCollection | None:
         key = f"{stage}_metrics"
-        return self.metrics[key] if key in self.metrics else None
+        return self.metrics[key] if key in self.metrics else None  # noqa: SIM401 (ModuleDict has no get)
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def _run(self, batch: Any, stage: str) -> Tensor:
@@ -184,10 +184,13 @@ class ClassificationTask(TaskModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+
         def collection(stage: str) -> torchmetrics.MetricCollection:
             metrics = {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)}
             if stage != "train":  # macro-F1 only where it is read: selection and the final score
-                metrics["f1"] = torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro")
+                metrics["f1"] = torchmetrics.F1Score(
+                    task="multiclass", num_classes=num_classes, average="macro"
+                )
             return torchmetrics.MetricCollection(metrics, prefix=f"{stage}/")
 
         # ModuleDict keys may not shadow nn.Module attributes such as ``train``
