@@ -113,7 +113,8 @@ def _cmd_train(registry: DomainRegistry, args: argparse.Namespace) -> int:
         overrides.append(f"run_root={args.run_root}")
     cfg = load_experiment(registry, args.config, overrides)
     result = train(cfg, registry, resume_from=args.resume)
-    _print_run(result)
+    if result.is_global_zero:
+        _print_run(result)
     return 0
 
 

@@ -37,8 +37,6 @@ import difflib
 import enum
 import functools
 import os
-import stat
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -613,25 +611,10 @@ def _plain(value: Any, key: str) -> Any:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    from interplay.core.data import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_write(path, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
     except OSError as exc:
         raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)  # mkstemp makes 0600 files; keep the usual permissions
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from exc
-        raise

@@ -8,6 +8,7 @@ the test split exactly once with the selected checkpoint, and write ``metrics.js
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import logging
@@ -20,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torchmetrics
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
@@ -43,6 +45,7 @@ for _pattern in (
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*Experiment logs directory .* exists and is not empty.*",
     ".*The dirpath has changed from.*",
+    ".*when logging on epoch level in distributed setting.*",
 ):
     warnings.filterwarnings("ignore", _pattern)
 for _logger in (
@@ -173,12 +176,29 @@ def build_experiment(
     return task, datamodule
 
 
+@contextlib.contextmanager
+def local_metrics(module: torch.nn.Module):
+    """Compute torchmetrics locally: the single-process test after a multi-process fit must not
+    wait for the other ranks (they have finished), and sees the whole test split itself."""
+    metrics = [m for m in module.modules() if isinstance(m, torchmetrics.Metric)]
+    saved = [m.sync_on_compute for m in metrics]
+    for m in metrics:
+        # torchmetrics copies sync_on_compute into _to_sync at construction and after forward()
+        m.sync_on_compute = m._to_sync = False
+    try:
+        yield
+    finally:
+        for m, value in zip(metrics, saved):
+            m.sync_on_compute = m._to_sync = value
+
+
 @dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     best_checkpoint: Path | None
     last_checkpoint: Path | None
+    is_global_zero: bool = True  # False on the other processes of a multi-process run
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -226,18 +246,19 @@ def train(
         "fit_seconds": round(fit_seconds, 3),
         "last_val": _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}),
     }
-    if cfg.trainer.run_test and trainer.is_global_zero is not None:
+    if cfg.trainer.run_test and trainer.is_global_zero:
         # The test split is scored once, with the checkpoint chosen on validation.
         tester = build_trainer(cfg.trainer, None, devices=1, num_nodes=1, strategy="auto")
         ckpt = str(best) if best and best.is_file() else None
         if ckpt is None:
             warnings.warn("no best checkpoint: testing the final weights", stacklevel=2)
-        results = tester.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        with local_metrics(task):
+            results = tester.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         metrics["test"] = _scalars(results[0]) if results else {}
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         plot_curves(run_dir / "metrics.csv", run_dir / "plots" / "curves.png")
-    return RunResult(run_dir, metrics, best, last if last.is_file() else None)
+    return RunResult(run_dir, metrics, best, last if last.is_file() else None, trainer.is_global_zero)
 
 
 def restore(
