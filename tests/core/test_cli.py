@@ -180,3 +180,33 @@ def test_ddp_two_processes_on_cpu(tiny_yaml, tmp_path):
 
     again = evaluate(metrics["best_checkpoint"], REGISTRY)
     assert again["test/acc"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+
+
+def test_rejected_trainer_settings_leave_no_run_directory(tiny_yaml, tmp_path, capsys):
+    root = tmp_path / "runs-fsdp"
+    argv = [
+        "train",
+        "--config",
+        str(tiny_yaml),
+        f"run_root={root}",
+        "trainer.accelerator=cpu",
+        "trainer.strategy=fsdp",
+        "trainer.devices=2",
+    ]
+    assert core_main(argv) == 2
+    assert "requires a GPU" in capsys.readouterr().err
+    assert not root.exists() or not any(p.is_file() for p in root.rglob("*"))
+
+
+def test_resume_from_checkpoint_without_config(tiny_yaml, capsys):
+    assert core_main(["train", "--config", str(tiny_yaml)]) == 0
+    first = Path(capsys.readouterr().out.split("run directory: ")[1].split()[0])
+    last = first / "checkpoints" / "last.ckpt"
+    assert core_main(["train", "--resume", str(last), "trainer.max_epochs=3"]) == 0
+    second = Path(capsys.readouterr().out.split("run directory: ")[1].split()[0])
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and second != first
+    rows = list(csv.DictReader((second / "metrics.csv").open()))
+    assert {int(r["epoch"]) for r in rows if r.get("epoch")} == {2}  # only the new epoch ran
+    assert core_main(["train"]) == 2
+    assert "--config" in capsys.readouterr().err

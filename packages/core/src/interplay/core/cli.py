@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from interplay.core.errors import InterplayError, UnknownNameError
+from interplay.core.errors import ConfigError, InterplayError, UnknownNameError
 from interplay.core.registry import DomainRegistry
 
 EXIT_USER_ERROR = 2
@@ -111,7 +111,14 @@ def _cmd_train(registry: DomainRegistry, args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.run_root:
         overrides.append(f"run_root={args.run_root}")
-    cfg = load_experiment(registry, args.config, overrides)
+    if args.config:
+        cfg = load_experiment(registry, args.config, overrides)
+    elif args.resume:
+        from interplay.core.train.engine import experiment_from_checkpoint
+
+        cfg, _ = experiment_from_checkpoint(args.resume, overrides)
+    else:
+        raise ConfigError("train needs --config NAME|FILE (or --resume CKPT to continue a run)")
     result = train(cfg, registry, resume_from=args.resume)
     if result.is_global_zero:
         _print_run(result)
@@ -213,9 +220,11 @@ def build_parser(registry: DomainRegistry, prog: str | None = None) -> argparse.
         description="Train a model from a config; "
         "select on validation, score the test split once, write runs/<domain>/<model>/<time>/.",
     )
-    p.add_argument("--config", "-c", required=True, help="shipped config name (see 'configs') or a YAML file")
+    p.add_argument("--config", "-c", help="shipped config name (see 'configs') or a YAML file")
     p.add_argument(
-        "--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)"
+        "--resume",
+        metavar="CKPT",
+        help="resume from this checkpoint (e.g. .../last.ckpt); without --config its stored config is used",
     )
     p.add_argument("--run-root", help="directory that holds run directories (default: ./runs)")
     p.add_argument("overrides", nargs="*", help=overrides_help)

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -218,18 +219,25 @@ def train(
         raise CheckpointError(f"checkpoint to resume from not found: {resume_from}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task, datamodule = build_experiment(cfg, registry)
+    created = run_dir is None
     if run_dir is None:
         run_dir = create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
     run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    versions = collect_versions()
-    if resume_from is not None:
-        versions["resumed_from"] = str(Path(resume_from).resolve())
-    write_json(run_dir / "versions.json", versions)
+    try:
+        # settings Lightning rejects (e.g. fsdp on CPU) fail here, before anything is written
+        trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        versions = collect_versions()
+        if resume_from is not None:
+            versions["resumed_from"] = str(Path(resume_from).resolve())
+        write_json(run_dir / "versions.json", versions)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
-    trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     fit_seconds = time.perf_counter() - start
@@ -261,6 +269,19 @@ def train(
     return RunResult(run_dir, metrics, best, last if last.is_file() else None, trainer.is_global_zero)
 
 
+def experiment_from_checkpoint(
+    checkpoint_path: str | os.PathLike, overrides: list[str] | None = None
+) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The experiment config stored in an Interplay checkpoint (with ``overrides``) and the checkpoint."""
+    from interplay.core.config import apply_overrides
+
+    ckpt = load_checkpoint(checkpoint_path)
+    if "interplay_config" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{checkpoint_path} is not an Interplay checkpoint (no stored config)")
+    raw = apply_overrides(ckpt["interplay_config"], list(overrides or []), schema=ExperimentConfig)
+    return from_dict(ExperimentConfig, raw, source=str(checkpoint_path)), ckpt
+
+
 def restore(
     checkpoint_path: str | os.PathLike, registry: DomainRegistry, overrides: list[str] | None = None
 ) -> tuple[TaskModule, pl.LightningDataModule, ExperimentConfig]:
@@ -268,13 +289,7 @@ def restore(
 
     ``overrides`` (``key=value``) may change non-architectural settings, e.g. ``data.root``.
     """
-    from interplay.core.config import apply_overrides
-
-    ckpt = load_checkpoint(checkpoint_path)
-    if "interplay_config" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{checkpoint_path} is not an Interplay checkpoint (no stored config)")
-    raw = apply_overrides(ckpt["interplay_config"], list(overrides or []), schema=ExperimentConfig)
-    cfg = from_dict(ExperimentConfig, raw, source=str(checkpoint_path))
+    cfg, ckpt = experiment_from_checkpoint(checkpoint_path, overrides)
     task, datamodule = build_experiment(cfg, registry)
     try:
         task.load_state_dict(ckpt["state_dict"])
