@@ -210,3 +210,18 @@ def test_resume_from_checkpoint_without_config(tiny_yaml, capsys):
     assert {int(r["epoch"]) for r in rows if r.get("epoch")} == {2}  # only the new epoch ran
     assert core_main(["train"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options(tiny_yaml, tmp_path, capsys):
+    root = tmp_path / "elsewhere"
+    argv = ["train", "--config", str(tiny_yaml), "trainer.max_epochs=1", "--run-root", str(root), "seed=3"]
+    assert core_main(argv) == 0
+    run_dir = Path(capsys.readouterr().out.split("run directory: ")[1].split()[0])
+    assert run_dir.is_relative_to(root)
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["seed"] == 3 and saved["trainer"]["max_epochs"] == 1
+    with pytest.raises(SystemExit):
+        core_main(["models", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

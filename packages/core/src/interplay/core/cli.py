@@ -273,7 +273,14 @@ def run_domain_cli(
     load: Callable[[], Any] | None = None,
 ) -> int:
     """Parse ``argv`` and run the sub-command; user errors print one line and return 2."""
-    args = build_parser(registry, prog).parse_args(argv)
+    parser = build_parser(registry, prog)
+    # overrides may come before or after options (argparse cannot interleave a nargs="*" positional)
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if "=" not in a or a.startswith("-") or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         if load is not None:
             load()
