@@ -58,3 +58,34 @@ def test_stratified_split_is_disjoint_complete_and_stratified():
     assert not (splits["test"] == other["test"]).all()
     with pytest.raises(ConfigError, match="sum to less than 1"):
         stratified_split(labels, 0.5, 0.5, seed=0)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("command", ["models", "datasets", "configs"])
+def test_domain_listing_commands(domain, command, capsys):
+    from interplay.core.cli import available_configs
+
+    module = importlib.import_module(f"interplay.{domain}.cli")
+    registry = importlib.import_module(f"interplay.{domain}").REGISTRY
+    assert module.main([command]) == 0
+    out = capsys.readouterr().out
+    names = available_configs(registry) if command == "configs" else getattr(registry, command).names()
+    if names:
+        assert all(name in out for name in names)
+    else:
+        assert domain in out and ("registered" in out or "shipped" in out)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_domain_unknown_config_is_a_user_error(domain, capsys):
+    module = importlib.import_module(f"interplay.{domain}.cli")
+    assert module.main(["train", "--config", "no-such-paper"]) == 2
+    assert f"unknown {domain} config 'no-such-paper'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_domain_reaches_core_tasks(domain):
+    import interplay.core.train  # noqa: F401  (registers the core tasks)
+
+    registry = importlib.import_module(f"interplay.{domain}").REGISTRY
+    assert "classification" in registry.tasks and registry.configs_package == f"interplay.{domain}.configs"
