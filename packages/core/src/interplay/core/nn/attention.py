@@ -1,16 +1,23 @@
-"""Multi-head attention module on ``torch.nn.functional.scaled_dot_product_attention``.
+"""Multi-head attention module on :func:`interplay.core.attention.attend`.
 
-Layout follows the attention contract: projections produce ``[B, H, L, D]`` tensors. Masks are
-boolean, ``True`` = may attend, broadcastable to ``[B, H, Lq, Lk]``; a ``key_padding_mask`` of
-shape ``[B, Lk]`` (``True`` = real token) is folded into it. Rows with no visible key return zeros
-rather than NaN.
+Layout follows the attention contract: projections produce ``[B, H, L, D]`` tensors. A mask is a
+:class:`~interplay.core.attention.masks.MaskSpec` fixed at construction (``mask=sliding_window(128)``)
+and/or per-call boolean tensors (``attn_mask`` broadcastable to ``[B, H, Lq, Lk]``, ``True`` = may
+attend; ``key_padding_mask`` ``[B, Lk]``, ``True`` = real token). Rows with no visible key return
+zeros rather than NaN. ``bias`` is an :class:`~interplay.core.attention.bias.AttentionBias`, or a
+module / callable ``bias(lq, lk) -> AttentionBias`` (relative position tables and the like).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from interplay.core.attention.api import attend
+from interplay.core.attention.bias import AttentionBias
+from interplay.core.attention.masks import MaskSpec, causal
 
 
 class MultiHeadAttention(nn.Module):
@@ -24,6 +31,9 @@ class MultiHeadAttention(nn.Module):
         attn_drop: dropout on attention weights (training only).
         proj_drop: dropout after the output projection.
         kv_dim: width of the key/value input for cross-attention (default ``dim``).
+        mask: a mask spec applied on every call (e.g. ``sliding_window(128)``).
+        bias: an attention bias, or a module / callable ``(lq, lk) -> AttentionBias``.
+        backend: attention backend (``auto``, ``math``, ``sdpa``, ``flex``).
     """
 
     def __init__(
@@ -36,6 +46,9 @@ class MultiHeadAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         kv_dim: int | None = None,
+        mask: MaskSpec | None = None,
+        bias: AttentionBias | nn.Module | Callable[[int, int], AttentionBias] | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -43,6 +56,10 @@ class MultiHeadAttention(nn.Module):
         kv_heads = kv_heads or heads
         if heads % kv_heads:
             raise ValueError(f"kv_heads={kv_heads} must divide heads={heads}")
+        if mask is not None and not isinstance(mask, MaskSpec):
+            raise TypeError(
+                f"mask must be a MaskSpec (per-call tensors go to forward), got {type(mask).__name__}"
+            )
         self.dim, self.heads, self.kv_heads = dim, heads, kv_heads
         self.head_dim = dim // heads
         kv_dim = kv_dim or dim
@@ -51,6 +68,9 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
+        self.mask = mask
+        self.bias = bias
+        self.backend = backend
 
     def forward(
         self,
@@ -81,52 +101,44 @@ class MultiHeadAttention(nn.Module):
         kv = self.kv_proj(context).view(b, lk, 2, self.kv_heads, self.head_dim)
         k, v = kv.unbind(2)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
-        if self.kv_heads != self.heads:
-            rep = self.heads // self.kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        mask = _combine_masks(attn_mask, key_padding_mask, is_causal, b, lq, lk, x.device)
-        out = F.scaled_dot_product_attention(
+        mask = self._mask(attn_mask, key_padding_mask, is_causal, b, lq, lk, x.device)
+        bias = self.bias
+        if bias is not None and not isinstance(bias, AttentionBias):
+            bias = bias(lq, lk)
+        out = attend(
             q,
             k,
             v,
-            attn_mask=mask,
+            mask=mask,
+            bias=bias,
             dropout_p=self.attn_drop if self.training else 0.0,
-            is_causal=is_causal and mask is None,  # only reached when Lq == Lk
+            backend=self.backend,
         )
-        if mask is not None:
-            # SDPA returns NaN for rows whose keys are all masked; the contract says zeros.
-            visible = mask.any(dim=-1, keepdim=True)
-            if not bool(visible.all()):
-                out = out.masked_fill(~visible, 0.0)
         out = out.transpose(1, 2).reshape(b, lq, self.dim)
         return self.proj_drop(self.out_proj(out))
 
-
-def _combine_masks(
-    attn_mask: Tensor | None,
-    key_padding_mask: Tensor | None,
-    is_causal: bool,
-    batch: int,
-    lq: int,
-    lk: int,
-    device: torch.device,
-) -> Tensor | None:
-    """One boolean mask (True = may attend) or None when SDPA's own causal flag suffices."""
-    mask = None
-    if attn_mask is not None:
-        if attn_mask.dtype != torch.bool:
-            raise TypeError("attn_mask must be boolean (True = may attend)")
-        mask = attn_mask
-    if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (batch, lk):
-            raise ValueError(
-                f"key_padding_mask must be a bool tensor of shape [{batch}, {lk}], got "
-                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-            )
-        kp = key_padding_mask[:, None, None, :]
-        mask = kp if mask is None else mask & kp
-    if is_causal and (mask is not None or lq != lk):
-        # bottom-right aligned, so that it agrees with SDPA's is_causal when lq == lk
-        causal = torch.ones(lq, lk, dtype=torch.bool, device=device).tril(lk - lq)
-        mask = causal if mask is None else mask & causal
-    return mask
+    def _mask(
+        self, attn_mask, key_padding_mask, is_causal, batch, lq, lk, device
+    ) -> MaskSpec | Tensor | None:
+        """The module's spec, ``is_causal`` and the per-call tensors as one mask for ``attend``."""
+        spec = self.mask
+        if is_causal:
+            spec = causal() if spec is None else spec & causal()
+        dense = None
+        if attn_mask is not None:
+            if attn_mask.dtype != torch.bool:
+                raise TypeError("attn_mask must be boolean (True = may attend)")
+            dense = attn_mask
+        if key_padding_mask is not None:
+            if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (batch, lk):
+                raise ValueError(
+                    f"key_padding_mask must be a bool tensor of shape [{batch}, {lk}], got "
+                    f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+                )
+            kp = key_padding_mask[:, None, None, :]
+            dense = kp if dense is None else dense & kp
+        if dense is None:
+            return spec
+        if spec is not None:
+            dense = dense & spec.dense(batch, self.heads, lq, lk, device)
+        return dense
