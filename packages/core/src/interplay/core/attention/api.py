@@ -252,6 +252,8 @@ def _flex(q, k, v, mask, bias, scale, dropout_p, return_lse):
         # eager flex (flex_compile(False)) warns that it materialises the scores: that is its purpose
         warnings.filterwarnings("ignore", ".*flex_attention called without torch.compile.*")
         if return_lse:
-            out, lse = fn(q, k, v, return_lse=True, **kwargs)
-            return out, lse
+            from torch.nn.attention.flex_attention import AuxRequest
+
+            out, aux = fn(q, k, v, return_aux=AuxRequest(lse=True), **kwargs)
+            return out, aux.lse
         return fn(q, k, v, **kwargs)
