@@ -41,7 +41,12 @@ def _linear64(layer: nn.Linear, x: Tensor) -> Tensor:
 
 
 def reference_mha(
-    m: MultiHeadAttention, x: Tensor, context: Tensor | None = None, *, mask: Tensor | None = None
+    m: MultiHeadAttention,
+    x: Tensor,
+    context: Tensor | None = None,
+    *,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Explicit float64 multi-head attention from ``m``'s weights.
 
@@ -62,6 +67,8 @@ def reference_mha(
     for head in range(h):
         g = head // group  # query head `head` reads key/value head `g`
         scores = q[:, :, head] @ k[:, :, g].transpose(-1, -2) / math.sqrt(hd)  # [B, Lq, Lk]
+        if bias is not None:
+            scores = scores + bias.double().expand(b, h, lq, lk)[:, head]
         if full_mask is not None:
             allowed = full_mask[:, head]
             scores = scores.masked_fill(~allowed, float("-inf"))
@@ -577,3 +584,27 @@ def test_bad_mask_and_context_shapes_name_the_input():
         m(x, torch.randn(2, 4, 8), key_padding_mask=torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"context of shape \[2, L, 8\]"):
         m(x, torch.randn(2, 4, 16))
+
+
+def test_mask_spec_and_bias_at_construction_match_dense_equivalents():
+    from interplay.core.attention import DenseBias, sliding_window
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 9, 16)
+    bias = torch.randn(1, 4, 9, 9)
+    spec_module = MultiHeadAttention(16, 4, mask=sliding_window(3), bias=DenseBias(bias), backend="math")
+    dense_module = MultiHeadAttention(16, 4, backend="sdpa")
+    dense_module.load_state_dict(spec_module.state_dict())
+    dense = sliding_window(3).dense(1, 1, 9, 9)
+    out = spec_module(x)
+    assert_close(out, reference_mha(spec_module, x, mask=dense, bias=bias))
+    # the same spec given per call as a tensor gives the same result
+    dense_module.bias = DenseBias(bias)
+    assert_close(dense_module(x, attn_mask=dense), out)
+    # a bias callable receives (lq, lk)
+    seen = []
+    spec_module.bias = lambda lq, lk: seen.append((lq, lk)) or DenseBias(bias)
+    assert_close(spec_module(x), out)
+    assert seen == [(9, 9)]
+    with pytest.raises(TypeError, match="mask must be a MaskSpec"):
+        MultiHeadAttention(16, 4, mask=torch.ones(9, 9, dtype=torch.bool))
