@@ -93,7 +93,9 @@ GRID = {
     "dilated_2d": (dilated_2d((4, 6), interval=2), lambda r, c, r2, c2: r % 2 == r2 % 2 and c % 2 == c2 % 2),
     "halo": (
         halo((4, 6), block=2, halo=1),
-        lambda r, c, r2, c2: (r // 2) * 2 - 1 <= r2 < (r // 2) * 2 + 3 and (c // 2) * 2 - 1 <= c2 < (c // 2) * 2 + 3,
+        lambda r, c, r2, c2: (
+            (r // 2 * 2 - 1 <= r2 < r // 2 * 2 + 3) and (c // 2 * 2 - 1 <= c2 < c // 2 * 2 + 3)
+        ),
     ),
 }
 
@@ -239,8 +241,11 @@ def test_lse_matches_between_math_and_flex():
     torch.testing.assert_close(out_f, out_m, atol=2e-6, rtol=1e-5)
     assert torch.isinf(lse_m[0]).all() and torch.isinf(lse_f[0]).all()
     torch.testing.assert_close(lse_f[1], lse_m[1], atol=1e-5, rtol=1e-5)
-    expected = torch.logsumexp((q[1] @ k[1].repeat_interleave(2, 0).transpose(-1, -2)) / 60**0.5
-                               + torch.where(spec.dense(2, 4, 63, 63)[1], 0.0, float("-inf")), dim=-1)
+    expected = torch.logsumexp(
+        (q[1] @ k[1].repeat_interleave(2, 0).transpose(-1, -2)) / 60**0.5
+        + torch.where(spec.dense(2, 4, 63, 63)[1], 0.0, float("-inf")),
+        dim=-1,
+    )
     torch.testing.assert_close(lse_m[1], expected, atol=1e-5, rtol=1e-5)
 
 
@@ -268,6 +273,8 @@ def test_backend_errors_name_both_sides():
 def test_auto_backend_choice():
     q, k, v = qkv(lq=2048, lk=2048, b=1)
     assert choose_backend(q, k, sliding_window(128), None, 0.0, False, grad=False) == "flex"
+    # random links touch every tile: flex would do dense work plus mask calls
+    assert choose_backend(q, k, block_sparse(6, 64, 3), None, 0.0, False, grad=False) == "sdpa"
     assert choose_backend(q, k, sliding_window(128), None, 0.0, False, grad=True) == "sdpa"
     assert choose_backend(q, k, causal(), None, 0.0, False, grad=False) == "sdpa"
     assert choose_backend(q, k, sliding_window(128), None, 0.1, False, grad=False) == "sdpa"

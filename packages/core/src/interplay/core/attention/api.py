@@ -42,6 +42,8 @@ BACKENDS = ("auto", "math", "sdpa", "flex")
 
 # CPU inference switches to compiled flex from this many (query, key) pairs on (measured crossover)
 FLEX_CPU_MIN_PAIRS = 1024 * 1024
+# ... and only when at most this fraction of the score tiles is visible
+FLEX_CPU_MAX_DENSITY = 0.5
 
 
 class AttentionBackendError(ValueError):
@@ -136,9 +138,22 @@ def choose_backend(
         return "math"
     if grad or dropout_p > 0 or dense_tensor_mask or not structured:
         return "sdpa"
-    if q.shape[2] * k.shape[2] >= FLEX_CPU_MIN_PAIRS:
+    if q.shape[2] * k.shape[2] >= FLEX_CPU_MIN_PAIRS and block_density(mask, q, k) <= FLEX_CPU_MAX_DENSITY:
         return "flex"
     return "sdpa"
+
+
+def block_density(mask: MaskSpec, q: Tensor, k: Tensor) -> float:
+    """Fraction of (query block, key block) tiles the mask leaves visible (from the cached BlockMask).
+
+    Flex skips empty tiles; when nearly every tile is visible (e.g. random links spread over all
+    blocks) it does the dense work plus per-element mask calls and SDPA is faster.
+    """
+    bm = block_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
+    full = bm.full_kv_num_blocks
+    visible = bm.kv_num_blocks.sum() + (full.sum() if full is not None else 0)
+    total = bm.kv_num_blocks.numel() * bm.kv_indices.shape[-1]  # B * H * query blocks * key blocks
+    return float(visible) / total
 
 
 def attend(
