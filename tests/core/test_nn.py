@@ -608,3 +608,16 @@ def test_mask_spec_and_bias_at_construction_match_dense_equivalents():
     assert seen == [(9, 9)]
     with pytest.raises(TypeError, match="mask must be a MaskSpec"):
         MultiHeadAttention(16, 4, mask=torch.ones(9, 9, dtype=torch.bool))
+
+
+def test_transformer_block_passes_mask_spec_to_attention():
+    from interplay.core.attention import sliding_window
+
+    torch.manual_seed(2)
+    block = TransformerBlock(16, 4, mask=sliding_window(2)).eval()
+    x = torch.randn(1, 8, 16)
+    y = block(x)
+    x2 = x.clone()
+    x2[:, 0] += 5.0  # outside the window of positions >= 2 at the first layer
+    y2 = block(x2)
+    assert torch.allclose(y[:, 2:], y2[:, 2:]) and not torch.allclose(y[:, :2], y2[:, :2])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
+from interplay.core.attention.bias import AttentionBias
+from interplay.core.attention.masks import MaskSpec
 from interplay.core.nn.attention import MultiHeadAttention
 
 
@@ -56,7 +60,10 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``x + DropPath(Attn(LN(x)))`` then ``x + DropPath(FFN(LN(x)))``."""
+    """Pre-norm block: ``x + DropPath(Attn(LN(x)))`` then ``x + DropPath(FFN(LN(x)))``.
+
+    ``mask``, ``bias`` and ``backend`` go to its :class:`MultiHeadAttention` (see there).
+    """
 
     def __init__(
         self,
@@ -68,10 +75,22 @@ class TransformerBlock(nn.Module):
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
         kv_heads: int | None = None,
+        mask: MaskSpec | None = None,
+        bias: AttentionBias | nn.Module | Callable[[int, int], AttentionBias] | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, kv_heads=kv_heads, attn_drop=attn_drop, proj_drop=dropout)
+        self.attn = MultiHeadAttention(
+            dim,
+            heads,
+            kv_heads=kv_heads,
+            attn_drop=attn_drop,
+            proj_drop=dropout,
+            mask=mask,
+            bias=bias,
+            backend=backend,
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, int(dim * mlp_ratio), dropout=dropout)
         self.drop_path = DropPath(drop_path)
