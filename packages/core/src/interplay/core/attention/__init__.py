@@ -8,6 +8,8 @@ libraries, and graph, optimal-transport and channel attention.
 from interplay.core.attention import masks
 from interplay.core.attention.api import BACKENDS, AttentionBackendError, attend, choose_backend, flex_compile
 from interplay.core.attention.bias import AttentionBias, DenseBias, TableBias
+from interplay.core.attention.channel import ChannelAttention, TransposedAttention, channel_attention
+from interplay.core.attention.graph import GraphAttention, aggregate, edge_softmax, graph_attention
 from interplay.core.attention.masks import (
     MaskSpec,
     block_mask,
@@ -24,8 +26,20 @@ from interplay.core.attention.masks import (
     window_2d,
 )
 from interplay.core.attention.reference import attention_reference
+from interplay.core.attention.transport import OTCoAttention, ot_coattention, sinkhorn, sinkhorn_pot
 
 __all__ = [
+    "ChannelAttention",
+    "GraphAttention",
+    "OTCoAttention",
+    "TransposedAttention",
+    "aggregate",
+    "channel_attention",
+    "edge_softmax",
+    "graph_attention",
+    "ot_coattention",
+    "sinkhorn",
+    "sinkhorn_pot",
     "BACKENDS",
     "AttentionBackendError",
     "AttentionBias",
