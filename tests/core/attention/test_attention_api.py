@@ -315,3 +315,40 @@ def test_compiled_flex_2d_window_and_head_dim_60():
     spec = window_2d(8, 4)
     out = attend(q, k, v, mask=spec, backend="flex")
     torch.testing.assert_close(out, attend(q, k, v, mask=spec, backend="math"), atol=1e-5, rtol=1e-4)
+
+
+GRID_CASES = {
+    "window_2d": (window_2d(8, 4), 64),
+    "window_2d_shift": (window_2d(8, 4, shift=2), 64),
+    "dilated_2d": (dilated_2d(8, interval=2), 64),
+    "halo": (halo(8, block=4, halo=1), 64),
+    "concentric_causal": (concentric_causal(6, 3), 3 + 36 + 4),
+}
+
+
+@pytest.mark.parametrize("name", list(GRID_CASES))
+def test_2d_masks_on_every_backend(name):
+    spec, length = GRID_CASES[name]
+    q, k, v = qkv(lq=length, lk=length, grad=True)
+    ref = attend(q, k, v, mask=spec, backend="math")
+    out = attend(q, k, v, mask=spec, backend="sdpa")
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    g_out = torch.autograd.grad(out.square().sum(), (q, k, v))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, atol=3e-5, rtol=1e-4)
+    qd, kd, vd = q.detach(), k.detach(), v.detach()
+    with flex_compile(False):
+        torch.testing.assert_close(
+            attend(qd, kd, vd, mask=spec, backend="flex"), ref.detach(), atol=2e-6, rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("length", [1, 1000])
+@pytest.mark.parametrize("name", ["sliding_window", "sinks", "chunk_local", "block_sparse"])
+def test_flex_lengths_1_and_1000(name, length):
+    spec = CASES[name]
+    q, k, v = qkv(b=1, h=2, hkv=1, lq=length, lk=length, d=60)
+    ref = attend(q, k, v, mask=spec, backend="math")
+    with flex_compile(False):
+        torch.testing.assert_close(attend(q, k, v, mask=spec, backend="flex"), ref, atol=1e-5, rtol=1e-4)
