@@ -7,7 +7,18 @@ libraries, and graph, optimal-transport and channel attention.
 
 from interplay.core.attention import masks
 from interplay.core.attention.api import BACKENDS, AttentionBackendError, attend, choose_backend, flex_compile
-from interplay.core.attention.bias import AttentionBias, DenseBias, TableBias
+from interplay.core.attention.bias import (
+    ALiBi,
+    AttentionBias,
+    DenseBias,
+    DynamicPositionBias,
+    LeViTAttentionBias,
+    RelativePositionBias1D,
+    RelativePositionBias2D,
+    TableBias,
+    alibi_slopes,
+    relative_position_index_2d,
+)
 from interplay.core.attention.channel import ChannelAttention, TransposedAttention, channel_attention
 from interplay.core.attention.graph import GraphAttention, aggregate, edge_softmax, graph_attention
 from interplay.core.attention.masks import (
@@ -26,9 +37,20 @@ from interplay.core.attention.masks import (
     window_2d,
 )
 from interplay.core.attention.reference import attention_reference
+from interplay.core.attention.rope import RotaryEmbedding, apply_rope, apply_rope_2d
 from interplay.core.attention.transport import OTCoAttention, ot_coattention, sinkhorn, sinkhorn_pot
 
 __all__ = [
+    "ALiBi",
+    "DynamicPositionBias",
+    "LeViTAttentionBias",
+    "RelativePositionBias1D",
+    "RelativePositionBias2D",
+    "RotaryEmbedding",
+    "alibi_slopes",
+    "apply_rope",
+    "apply_rope_2d",
+    "relative_position_index_2d",
     "ChannelAttention",
     "GraphAttention",
     "OTCoAttention",
