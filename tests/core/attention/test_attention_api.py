@@ -405,3 +405,13 @@ def test_compiled_flex_with_alibi_matches_math():
     torch.testing.assert_close(
         out, attend(q, k, v, mask=sliding_window(32), bias=bias, backend="math"), atol=1e-5, rtol=1e-4
     )
+
+
+def test_compiled_flex_allows_many_specialisations():
+    import torch._dynamo.config as dynamo_config
+
+    from interplay.core.attention.api import FLEX_RECOMPILE_LIMIT, compiled_flex_attention
+
+    compiled_flex_attention()
+    # more masks x shapes than Dynamo's default limit of 8 must stay compiled (not fall back to eager)
+    assert dynamo_config.recompile_limit >= FLEX_RECOMPILE_LIMIT >= 32

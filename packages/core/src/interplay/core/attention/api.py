@@ -44,6 +44,8 @@ BACKENDS = ("auto", "math", "sdpa", "flex")
 FLEX_CPU_MIN_PAIRS = 1024 * 1024
 # ... and only when at most this fraction of the score tiles is visible
 FLEX_CPU_MAX_DENSITY = 0.5
+# compiled specialisations of flex_attention kept by Dynamo (one per mask, bias and shape)
+FLEX_RECOMPILE_LIMIT = 64
 
 
 class AttentionBackendError(ValueError):
@@ -75,8 +77,16 @@ def compiled_flex_attention():
     """The process-wide compiled FlexAttention callable (compiled once, specialised per mask/shape)."""
     global _COMPILED_FLEX
     if _COMPILED_FLEX is None:
+        import torch._dynamo.config as dynamo_config
         from torch.nn.attention.flex_attention import flex_attention
 
+        # Every (mask_mod, score_mod, shape) is one specialisation of flex_attention's frame. Past
+        # Dynamo's default limit of 8 it silently runs flex eagerly, which materialises the scores
+        # (S = 16k then needs gigabytes): allow as many specialisations as the mask caches hold.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, FLEX_RECOMPILE_LIMIT)
+        dynamo_config.accumulated_recompile_limit = max(
+            dynamo_config.accumulated_recompile_limit, 4 * FLEX_RECOMPILE_LIMIT
+        )
         _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
     return _COMPILED_FLEX
 
