@@ -415,3 +415,20 @@ def test_compiled_flex_allows_many_specialisations():
     compiled_flex_attention()
     # more masks x shapes than Dynamo's default limit of 8 must stay compiled (not fall back to eager)
     assert dynamo_config.recompile_limit >= FLEX_RECOMPILE_LIMIT >= 32
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["causal", "sliding_window", "sinks", "block_sparse", "causal_padding"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_flex_on_gpu_forward_backward(name, dtype):
+    spec = CASES[name]
+    q, k, v = (t.cuda().detach().requires_grad_() for t in qkv(lq=1000, lk=1000, d=64, dtype=dtype))
+    ref = attend(q.float(), k.float(), v.float(), mask=spec, backend="math")
+    out = attend(q, k, v, mask=spec, backend="flex")
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+    g_out = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+    g_ref = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a.float(), b.float(), atol=10 * tol, rtol=10 * tol)
+    assert choose_backend(q, k, spec, None, 0.0, False, grad=True) in ("flex", "sdpa")
