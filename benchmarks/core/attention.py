@@ -31,7 +31,7 @@ if "MALLOC_MMAP_THRESHOLD_" not in os.environ and __name__ == "__main__":
 import torch  # noqa: E402
 
 from interplay.core.attention import attend, block_sparse, causal, masks, sinks, sliding_window  # noqa: E402
-from interplay.core.bench import save_results, synchronize  # noqa: E402
+from interplay.core.bench import save_results, synchronize, time_call  # noqa: E402
 from interplay.core.cli import format_table  # noqa: E402
 
 MASKS = {
@@ -73,14 +73,7 @@ class PeakRSS:
 
 
 def measure(fn, device, repeats):
-    fn()  # warm-up (and compilation)
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    timing = time_call(fn, warmup=1, repeats=repeats, device=device)  # warm-up includes compilation
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -91,7 +84,7 @@ def measure(fn, device, repeats):
         with PeakRSS() as mem:
             fn()
         peak = mem.peak
-    return min(times), peak
+    return timing["min_s"], peak
 
 
 def run(sizes, repeats, device, heads=8, dim=64):
