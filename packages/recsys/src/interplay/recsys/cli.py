@@ -9,7 +9,8 @@ from interplay.core.cli import run_domain_cli
 
 def _load() -> None:
     import interplay.recsys.data
-    import interplay.recsys.models  # noqa: F401  (registers the entries)
+    import interplay.recsys.models
+    import interplay.recsys.tasks  # noqa: F401  (registers the entries)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "interplay-recsys") -> int:
