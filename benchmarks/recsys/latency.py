@@ -2,10 +2,10 @@
 
 A Criteo-like layout (26 categorical fields with 1,000-id vocabularies + 13 numeric fields; with
 Hiformer's task token that is 40 feature tokens). Latency: median of ``--repeats`` calls under
-``torch.inference_mode`` at batch 1 and batch 1024, for Hiformer full, low-rank (r_k = r_v = 64),
-low-rank + pruned last layer, AutoInt and DCN-v2. Throughput: training samples per second
-(forward + backward + Adam step, batch 1024). Targets (issue 4): low-rank + pruned at least 2x faster
-than full Hiformer, and within 1.5x of DCN-v2.
+``torch.inference_mode`` at batch 1 and batch 1024 on one thread (``--threads``), for Hiformer full,
+low-rank (r_k = r_v = 64), low-rank + pruned last layer, AutoInt and DCN-v2. Throughput: training
+samples per second (forward + backward + Adam step, batch 1024). Targets (issue 4): low-rank +
+pruned at least 2x faster than full Hiformer, and within 1.5x of DCN-v2.
 
     python benchmarks/recsys/latency.py [--repeats 50] [--out benchmarks/results]
 """
@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one serving core)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     _load()
     torch.manual_seed(0)
     small, large = random_batch(LAYOUT, 1, with_user=False), random_batch(LAYOUT, 1024, with_user=False)
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     path = save_results(
         "recsys_latency",
         rows,
-        meta={"checks": checks, "layout": "26 cat x 1000 + 13 numeric"},
+        meta={"checks": checks, "layout": "26 cat x 1000 + 13 numeric", "threads": args.threads},
         directory=args.out,
     )
     plot(rows, Path(args.out) / "recsys_latency.png")
