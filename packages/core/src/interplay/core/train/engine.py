@@ -144,12 +144,14 @@ def _accepted(factory: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_experiment(
-    cfg: ExperimentConfig, registry: DomainRegistry
+    cfg: ExperimentConfig, registry: DomainRegistry, *, checkpoint: dict[str, Any] | None = None
 ) -> tuple[TaskModule, pl.LightningDataModule]:
     """Data module, model and task named by ``cfg``.
 
     The data module's ``info`` (e.g. ``num_classes``, ``num_features``) fills model and task
-    parameters the config leaves out; explicit config values always win.
+    parameters the config leaves out; explicit config values always win. With ``checkpoint``, the
+    data module first takes the state Lightning saved in it (e.g. vocabularies fitted on train), so
+    the rebuilt model sees exactly the features it was trained on.
     """
     if cfg.domain != registry.domain:
         raise ConfigError(f"config is for domain '{cfg.domain}', not '{registry.domain}'")
@@ -163,6 +165,9 @@ def build_experiment(
     )
     data_kwargs = {**_accepted(data_entry.factory, data_kwargs), **cfg.data.params}
     datamodule = registry.datasets.create(cfg.data.name, **data_kwargs)
+    data_state = (checkpoint or {}).get(type(datamodule).__qualname__)
+    if data_state:
+        datamodule.load_state_dict(data_state)
     info = dict(getattr(datamodule, "info", {}) or {})
 
     model_entry = registry.models.get(cfg.model.name)
@@ -290,7 +295,7 @@ def restore(
     ``overrides`` (``key=value``) may change non-architectural settings, e.g. ``data.root``.
     """
     cfg, ckpt = experiment_from_checkpoint(checkpoint_path, overrides)
-    task, datamodule = build_experiment(cfg, registry)
+    task, datamodule = build_experiment(cfg, registry, checkpoint=ckpt)
     try:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
