@@ -22,4 +22,5 @@ def test_lightgbm_on_synthetic_criteo(tmp_path):
     test = collect_split(dm, "test")
     layout = dm.info["layout"]
     assert test["features"].shape[1] == layout.n_categorical + layout.n_numeric
-    assert len(test["label"]) == len(collect_split(dm, "test")["label"])
+    sizes = dm.split_sizes()
+    assert len(test["label"]) == sizes["test"] and len(collect_split(dm, "train")["label"]) == sizes["train"]

@@ -18,11 +18,6 @@ from interplay.recsys.metrics import CTRMetrics
 
 def collect_split(datamodule: Any, split: str) -> dict[str, np.ndarray]:
     """Concatenate the batches of ``split`` into numpy arrays (features, label, user, length)."""
-    loaders = {
-        "train": datamodule.train_dataloader,
-        "val": datamodule.val_dataloader,
-        "test": datamodule.test_dataloader,
-    }
     parts: dict[str, list[np.ndarray]] = {
         "categorical": [],
         "numeric": [],
@@ -30,14 +25,7 @@ def collect_split(datamodule: Any, split: str) -> dict[str, np.ndarray]:
         "user": [],
         "length": [],
     }
-    if split == "train":
-        # an unshuffled pass over the training split
-        previous = datamodule.predict_split
-        datamodule.predict_split = "train"
-        loader = datamodule.predict_dataloader()
-        datamodule.predict_split = previous
-    else:
-        loader = loaders[split]()
+    loader = datamodule.batches(split)  # unshuffled, for every split
     for batch in loader:
         parts["categorical"].append(batch["categorical"].numpy())
         parts["numeric"].append(batch.get("numeric", torch.zeros(len(batch["label"]), 0)).numpy())

@@ -15,10 +15,9 @@ import torchmetrics
 from torch import Tensor, nn
 
 from interplay.core.train import OptimizerConfig, TaskModule
+from interplay.core.train.task import STAGES
 from interplay.recsys.metrics import CTRMetrics
 from interplay.recsys.registry import REGISTRY
-
-STAGES = ("train", "val", "test")
 
 
 @REGISTRY.tasks.register("ctr", "click-through-rate ranking: BCE (+ auxiliary losses), AUC, logloss, GAUC")
