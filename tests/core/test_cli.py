@@ -121,6 +121,40 @@ def test_reproduce_compares_with_reported(tiny_dict, tmp_path, capsys):
     assert report["test/acc"]["reached"] is True and report["test/f1"]["reached"] is False
 
 
+def test_reproduce_checks_claims_against_baselines_over_seeds(tiny_dict, tmp_path, capsys):
+    import yaml
+
+    # the claim "ours beats an untrained copy" holds; "ours beats itself" cannot (not strictly greater)
+    tiny_dict["baselines"] = {"untrained": ["optimizer.lr=1e-9"], "same": []}
+    tiny_dict["must_beat"] = {"test/acc": ["untrained"], "test/f1": ["same"]}
+    tiny_dict["reproduce_seeds"] = [0, 1]
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert core_main(["reproduce", str(path), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "seeds [0, 1]" in out and "untrained" in out
+    run_dir = Path(out.split("run directory: ")[-1].split()[0])
+    saved = json.loads((run_dir / "reproduction.json").read_text())
+    assert saved["seeds"] == [0, 1] and all(len(v) == 2 for v in saved["runs"].values())
+    acc, f1 = saved["metrics"]["test/acc"], saved["metrics"]["test/f1"]
+    ours = [r["test/acc"] for r in saved["runs"]["ours"]]
+    assert acc["ours"] == pytest.approx(sum(ours) / 2)
+    assert acc["beats"] == {"untrained": True} and acc["ok"] is True
+    assert acc["baselines"]["untrained"] < acc["ours"]
+    # same config and seeds: identical figures, so the claim fails
+    assert f1["baselines"]["same"] == pytest.approx(f1["ours"]) and f1["ok"] is False
+
+
+def test_must_beat_must_name_a_baseline(tiny_dict, tmp_path, capsys):
+    import yaml
+
+    tiny_dict["must_beat"] = {"test/acc": ["dnn"]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert core_main(["reproduce", str(path)]) == 2
+    assert "must_beat.test/acc names dnn" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

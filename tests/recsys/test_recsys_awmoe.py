@@ -171,6 +171,24 @@ def test_contrastive_gradient_reaches_gate_network_only():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.activation_unit.parameters())
     assert all(p.grad is None for p in model.experts.parameters())  # CL acts on the gate network
 
+    # both positive-pair choices reach the gate; two masked views differ from (full, masked)
+    torch.manual_seed(3)
+    full_view = AWMoE(LAYOUT).train()
+    state = full_view.state_dict()
+    masked_views = AWMoE(LAYOUT, contrast_with="masked").train()
+    masked_views.load_state_dict(state)
+    _, items, mask, target = full_view._inputs(batch)
+    z_full = full_view.gate_vector(items, target, mask)
+    torch.manual_seed(4)
+    with_full = full_view.contrastive_loss(items, target, mask)
+    torch.manual_seed(4)
+    expected = info_nce(z_full, full_view.gate_vector(items, target, mask_behaviours(mask, 0.3)), 0.1)
+    torch.testing.assert_close(with_full, expected)
+    torch.manual_seed(4)
+    assert not torch.allclose(masked_views.contrastive_loss(items, target, mask), with_full)
+    with pytest.raises(ValueError, match="contrast_with"):
+        AWMoE(LAYOUT, contrast_with="original")
+
     off = AWMoE(LAYOUT, use_contrastive=False).train()
     logits, aux = off.training_step_outputs(batch)
     assert aux == {} and logits.shape == (32,)

@@ -246,5 +246,6 @@ def test_model_parameter_count_criteo_layout():
             prune_to=t if kwargs.get("prune_last") else None,
         )
         embeddings = 26 * 1000 * d + (13 * 4 * d + 4 * d) + t * d
+        input_norm = 2 * d
         head = (t * d * 64 + 64) + (64 + 1)
-        assert count(model) == embeddings + layers + head
+        assert count(model) == embeddings + input_norm + layers + head

@@ -159,6 +159,11 @@ def _cmd_predict(registry: DomainRegistry, args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    """Train the paper's config (over ``reproduce_seeds``), and its ``baselines`` on the same seeds;
+    compare the mean of every ``reported`` metric with the paper's figure (reached when
+    ``ours >= paper - tolerance``) and check each ``must_beat`` claim (ours' mean > the baseline's)."""
+    import statistics
+
     from interplay.core.train import train
     from interplay.core.train.runs import write_json
 
@@ -166,23 +171,80 @@ def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
     if args.run_root:
         overrides.append(f"run_root={args.run_root}")
     cfg = load_experiment(registry, args.paper, overrides)
-    if not cfg.reported:
-        raise UnknownNameError(f"config '{args.paper}' has no 'reported' figures to reproduce")
-    result = train(cfg, registry)
-    ours = {**result.metrics.get("last_val", {}), **result.metrics.get("test", {})}
-    ours[f"best {cfg.trainer.monitor}"] = result.metrics.get("best_val")
+    if not cfg.reported and not cfg.must_beat:
+        raise UnknownNameError(
+            f"config '{args.paper}' has no 'reported' figures or 'must_beat' claims to reproduce"
+        )
+    seeds = list(cfg.reproduce_seeds) or [cfg.seed]
+    labels = ["ours", *cfg.baselines]
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    run_dirs = []
+    for seed in seeds:
+        for label in labels:
+            extra = [] if label == "ours" else list(cfg.baselines[label])
+            run_cfg = load_experiment(registry, args.paper, [*overrides, *extra, f"seed={seed}"])
+            result = train(run_cfg, registry)
+            metrics = {**result.metrics.get("last_val", {}), **result.metrics.get("test", {})}
+            metrics[f"best {run_cfg.trainer.monitor}"] = result.metrics.get("best_val")
+            runs[label].append({k: v for k, v in metrics.items() if v is not None})
+            if label == "ours":
+                run_dirs.append(result.run_dir)
+
+    def mean(label: str, metric: str) -> float | None:
+        values = [m[metric] for m in runs[label] if metric in m]
+        return statistics.fmean(values) if values else None
+
+    def spread(label: str, metric: str) -> str:
+        values = [m[metric] for m in runs[label] if metric in m]
+        if not values:
+            return "-"
+        sd = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):.4f}{sd}"
+
+    baselines = list(cfg.baselines)
     rows, report = [], {}
-    for metric, paper in cfg.reported.items():
-        value = ours.get(metric)
+    for metric in dict.fromkeys([*cfg.reported, *cfg.must_beat]):
+        paper, value = cfg.reported.get(metric), mean("ours", metric)
         tol = cfg.tolerance.get(metric)
-        ok = None if value is None or tol is None else value >= paper - tol
-        rows.append([metric, paper, value, "-" if ok is None else ("yes" if ok else "NO")])
-        report[metric] = {"paper": paper, "ours": value, "tolerance": tol, "reached": ok}
-    print(f"\n{cfg.paper or args.paper}")
-    print(format_table(rows, ["metric", "paper", "ours", "reached"]))
-    print(f"run directory: {result.run_dir}")
-    write_json(result.run_dir / "reproduction.json", {"config": args.paper, "metrics": report})
-    return 0 if all(r["reached"] is not False for r in report.values()) or not args.strict else 1
+        reached = None if value is None or paper is None or tol is None else value >= paper - tol
+        beaten = {
+            b: (value is not None and (m := mean(b, metric)) is not None and value > m)
+            for b in cfg.must_beat.get(metric, [])
+        }
+        checks = [c for c in (reached, *beaten.values()) if c is not None]
+        ok = None if not checks else all(checks)
+        rows.append(
+            [
+                metric,
+                paper,
+                spread("ours", metric),
+                *[spread(b, metric) for b in baselines],
+                "-" if ok is None else ("yes" if ok else "NO"),
+            ]
+        )
+        report[metric] = {
+            "paper": paper,
+            "ours": value,
+            "tolerance": tol,
+            "reached": reached,
+            "beats": beaten,
+            "baselines": {b: mean(b, metric) for b in baselines},
+            "ok": ok,
+        }
+    print(f"\n{cfg.paper or args.paper}" + (f" (seeds {seeds})" if len(seeds) > 1 else ""))
+    print(format_table(rows, ["metric", "paper", "ours", *baselines, "reached"]))
+    print(f"run directory: {run_dirs[0]}")
+    write_json(
+        run_dirs[0] / "reproduction.json",
+        {
+            "config": args.paper,
+            "seeds": seeds,
+            "metrics": report,
+            "runs": runs,
+            "run_dirs": [str(d) for d in run_dirs],
+        },
+    )
+    return 0 if all(r["ok"] is not False for r in report.values()) or not args.strict else 1
 
 
 def _cmd_list(registry: DomainRegistry, args: argparse.Namespace) -> int:

@@ -119,3 +119,18 @@ class ExperimentConfig:
     paper: str = ""  # citation of the paper a reproduction config follows
     reported: dict[str, float] = field(default_factory=dict)  # metric -> paper's figure
     tolerance: dict[str, float] = field(default_factory=dict)  # metric -> allowed shortfall
+    # For papers whose figures are on data nobody can get (Hiformer: Google Play): ``reproduce``
+    # also trains these baselines (label -> overrides of this config) and checks the paper's
+    # claim ``must_beat`` (metric -> baseline labels whose mean ours must exceed).
+    baselines: dict[str, list[str]] = field(default_factory=dict)
+    must_beat: dict[str, list[str]] = field(default_factory=dict)
+    reproduce_seeds: list[int] = field(default_factory=list)  # reproduce over these (default: [seed])
+
+    def __post_init__(self) -> None:
+        for metric, labels in self.must_beat.items():
+            unknown = [label for label in labels if label not in self.baselines]
+            if unknown:
+                raise ValueError(
+                    f"must_beat.{metric} names {', '.join(unknown)}, which are not in baselines "
+                    f"({', '.join(self.baselines) or 'none'})"
+                )

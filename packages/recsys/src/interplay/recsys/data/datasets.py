@@ -15,7 +15,12 @@ from pathlib import Path
 
 from interplay.core.data import data_root
 from interplay.recsys.data.datamodule import CTRDataModule, default_cache_dir
-from interplay.recsys.data.synthetic import write_synthetic_criteo, write_synthetic_sequences
+from interplay.recsys.data.synthetic import (
+    CRITEO_VERSION,
+    SEQUENCES_VERSION,
+    write_synthetic_criteo,
+    write_synthetic_sequences,
+)
 from interplay.recsys.registry import REGISTRY
 
 __all__ = ["criteo", "synthetic_ctr", "synthetic_sequences", "taobao_tiny"]
@@ -143,7 +148,7 @@ def synthetic_ctr_file(
     root: PathLike | None = None, n_rows: int = 20_000, data_seed: int = 0, fmt: str = "tsv"
 ) -> Path:
     """The synthetic Criteo file for these parameters, generated on first use."""
-    path = _synthetic_dir(root) / f"criteo-n{n_rows}-seed{data_seed}.{fmt}"
+    path = _synthetic_dir(root) / f"criteo-v{CRITEO_VERSION}-n{n_rows}-seed{data_seed}.{fmt}"
     if not path.is_file():
         write_synthetic_criteo(path, n_rows, seed=data_seed, fmt=fmt)  # type: ignore[arg-type]
     return path
@@ -200,7 +205,7 @@ def synthetic_sequences_dir(
 ) -> Path:
     """The directory of synthetic sequence CSVs for these parameters, generated on first use."""
     folder = _synthetic_dir(root) / (
-        f"sequences-u{n_users}-i{n_items}-s{data_seed}-lt{long_tail_fraction:g}"
+        f"sequences-v{SEQUENCES_VERSION}-u{n_users}-i{n_items}-s{data_seed}-lt{long_tail_fraction:g}"
         f"-imp{impressions_per_user}-h{max_history}"
     )
     if not all((folder / f"{name}.csv").is_file() for name in ("train", "valid", "test")):

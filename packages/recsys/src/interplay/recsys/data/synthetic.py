@@ -6,20 +6,29 @@ categorical fields of 8-hex-digit values drawn from Zipf distributions of very d
 cardinalities (3 to 20,000). The click probability is ``sigmoid(logit)`` with
 
     logit = -1.3 + 0.6 * <u[C1], v[C2]>              (second-order, between two categorical fields)
+                 + 0.8 * <p[C4], q[C7]>              (second-order, 1,000 x 200 values)
                  + 1.2 * z(I3) * [C5 == C5's most frequent value]   (numeric x categorical)
                  + 0.4 * a[C3] + 0.3 * z(I1)                         (first-order)
 
-where ``u``, ``v`` are random 4-d vectors per value and ``z`` is the standardised ``log1p`` of a
-count (0 when missing). A model that crosses features can learn the first two terms; a purely
-additive one cannot. The returned :class:`SyntheticCriteo` holds the planted parameters.
+where ``u``, ``v``, ``p``, ``q`` are random 4-d vectors per value and ``z`` is the standardised
+``log1p`` of a count (0 when missing). A model that crosses features can learn the first three
+terms; a purely additive one cannot. C1 x C2 has 192 value pairs, few enough to memorise pair by
+pair; C4 x C7 has 200,000, so a model must learn the product structure itself (a dot product of
+field embeddings, which attention scores compute and an MLP must approximate). The returned
+:class:`SyntheticCriteo` holds the planted parameters.
 
 :func:`write_synthetic_sequences` writes FuxiCTR-style ``train.csv``, ``valid.csv`` and
 ``test.csv`` (columns ``clk, userid, adgroup_id, pid, cate_id, brand, price, age_level,
 final_gender_code, click_sequence``). Items belong to categories with latent vectors; each user
 has a preference vector; the behaviour sequence (``^``-joined ``adgroup_id`` values, oldest first)
 is drawn from the items the user likes, and the click probability of a candidate item grows with
-its similarity to that preference, so the sequence predicts the label. A ``long_tail_fraction`` of
-users have at most 3 behaviours (and fewer impressions): the long-tail group.
+its similarity to that preference, so the sequence predicts the label. Users also fall into three
+segments by their primary category (which their behaviours mostly come from) that respond
+differently (AW-MoE's per-user feature-interaction patterns): segment 0 on taste only, segment 1
+also to price (``-1.5 * z(log price)``), segment 2 also to the ad position (``+1.5 [pid == 0] - 0.75``);
+a model must read the segment from the sequence (or memorise it per user id) to use those terms.
+A ``long_tail_fraction`` of users have at most 3 behaviours (and fewer impressions): the long-tail
+group, whose segment is hard to tell.
 
 Both generators are deterministic in ``seed`` and write atomically (temp file, then rename).
 """
@@ -52,7 +61,7 @@ _CAT_MISSING = {f"C{i}": 0.02 for i in range(1, 27)} | {
     "C25": 0.4,
     "C26": 0.4,
 }
-for _planted in ("C1", "C2", "C5"):
+for _planted in ("C1", "C2", "C4", "C5", "C7"):
     _CAT_MISSING[_planted] = 0.0
 # (log-mean, log-std, missing rate) of the counts I1..I13.
 _NUMERIC = (
@@ -61,6 +70,9 @@ _NUMERIC = (
     (1.5, 1.0, 0.2),
 )  # fmt: skip
 _INTERACTION_DIM = 4
+# Bumped whenever a generator's output changes, so that cached generated files are not reused.
+CRITEO_VERSION = 3
+SEQUENCES_VERSION = 2
 
 
 @dataclass
@@ -74,6 +86,8 @@ class SyntheticCriteo:
     c2_vectors: np.ndarray  # [|C2|, 4]
     c5_value: str  # C5 value that switches on the I3 effect
     c3_effects: np.ndarray
+    c4_vectors: np.ndarray  # [|C4|, 4]
+    c7_vectors: np.ndarray  # [|C7|, 4]
     positive_rate: float = 0.0
     interaction: np.ndarray = field(init=False)  # [|C1|, |C2|] logit contribution of the C1 x C2 term
 
@@ -122,6 +136,8 @@ def write_synthetic_criteo(
     c1_vectors = rng.standard_normal((CARDINALITIES[0], _INTERACTION_DIM))
     c2_vectors = rng.standard_normal((CARDINALITIES[1], _INTERACTION_DIM))
     c3_effects = rng.standard_normal(CARDINALITIES[2])
+    c4_vectors = rng.standard_normal((CARDINALITIES[3], _INTERACTION_DIM))
+    c7_vectors = rng.standard_normal((CARDINALITIES[6], _INTERACTION_DIM))
     sep = "\t" if fmt == "tsv" else ","
     positives = 0
     path = Path(path)
@@ -148,6 +164,7 @@ def write_synthetic_criteo(
             logit = (
                 -1.3
                 + 0.6 * np.einsum("nd,nd->n", c1_vectors[index["C1"]], c2_vectors[index["C2"]])
+                + 0.8 * np.einsum("nd,nd->n", c4_vectors[index["C4"]], c7_vectors[index["C7"]])
                 + 1.2 * z["I3"] * (index["C5"] == 0)
                 + 0.4 * c3_effects[index["C3"]]
                 + 0.3 * z["I1"]
@@ -164,6 +181,8 @@ def write_synthetic_criteo(
         c2_vectors=c2_vectors,
         c5_value=values["C5"][0],
         c3_effects=c3_effects,
+        c4_vectors=c4_vectors,
+        c7_vectors=c7_vectors,
         positive_rate=positives / n_rows,
     )
 
@@ -219,6 +238,19 @@ def write_synthetic_sequences(
     preferences = centroids[first] + 0.5 * centroids[second] * (rng.random(n_users) < 0.5)[:, None]
     preferences += 0.3 * rng.standard_normal((n_users, dim)) / np.sqrt(dim)
     preferences /= np.linalg.norm(preferences, axis=1, keepdims=True)
+    # user segments (AW-MoE's per-user feature-interaction patterns): the primary category decides
+    # how a user responds beyond taste; the behaviour sequence (mostly that category) reveals it
+    segment = first % 3
+    log_price = np.log(item_price)
+    price_z = (log_price - log_price.mean()) / max(log_price.std(), 1e-6)
+
+    def segment_effect(user_segment: int, candidates: np.ndarray, pid: np.ndarray) -> np.ndarray:
+        if user_segment == 1:  # price-sensitive
+            return -1.5 * price_z[candidates]
+        if user_segment == 2:  # responds to the ad position only
+            return 1.5 * (pid == 0) - 0.75
+        return np.zeros(len(candidates))
+
     long_tail = rng.random(n_users) < long_tail_fraction
     history_length = np.where(
         long_tail, rng.integers(0, 4, n_users), rng.integers(5, max_history + 1, n_users)
@@ -243,7 +275,9 @@ def write_synthetic_sequences(
             candidates = np.where(rng.random(m) < 0.5, liked[row], popular[row])
             similarity = item_vectors[candidates] @ preferences[user]
             pid = rng.integers(0, 2, m)
-            logit = -1.5 + 3.5 * similarity + 0.3 * (pid == 0)
+            logit = (
+                -1.5 + 3.5 * similarity + 0.3 * (pid == 0) + segment_effect(segment[user], candidates, pid)
+            )
             clicks = (rng.random(m) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
             sequence = "^".join(str(item_ids[i]) for i in histories[row])
             records["clk"].extend(clicks.tolist())

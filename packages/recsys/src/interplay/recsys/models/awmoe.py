@@ -25,17 +25,20 @@ a softmax over experts (``gate_normalization="softmax"``, the default) so that t
 are a convex combination and a user with no behaviour (``z = 0``) gets the uniform average of the
 experts instead of a constant zero logit. ``gate_normalization="none"`` uses ``w = z`` as is.
 
-Long-tail users and contrastive learning: in training, two views of each sequence drop every real
+Long-tail users and contrastive learning: in training, a view of each sequence drops every real
 behaviour independently with probability ``mask_prob`` (padding is never "dropped", it is already
-absent), simulating users with few behaviours. Their gate outputs ``z^(1), z^(2)`` (3), taken
-before the softmax (a softmax output is positive, so cosine similarities between them would all be
-high), are contrasted with a symmetric InfoNCE over in-batch negatives (:func:`info_nce`)::
+absent), simulating a user with few behaviours. Its gate output ``z^(2)`` (3) is contrasted with
+the full sequence's ``z^(1)`` (``contrast_with="full"``, the default: a long-tail user's routing is
+pulled towards the one a full history gives) or with a second masked view's
+(``contrast_with="masked"``). Gate outputs are taken before the softmax (a softmax output is
+positive, so cosine similarities between them would all be high) and contrasted with a symmetric
+InfoNCE over in-batch negatives (:func:`info_nce`)::
 
     s_ij = cos(z^(1)_i, z^(2)_j) / tau
     CL   = 1/2 [ mean_i -log softmax_j(s_ij)[i] + mean_j -log softmax_i(s_ij)[j] ]    (6)
     loss = BCE(y, label) + lambda CL                                                (7)
 
-The BCE path (``forward``) always sees the full, unmasked sequence; masking only makes the two
+The BCE path (``forward``) always sees the full, unmasked sequence; masking only makes the
 contrastive views. ``training_step_outputs`` returns ``(logits, {"contrastive": lambda * CL})`` for
 the CTR task to add to its BCE; in evaluation the task calls ``forward`` and nothing is masked.
 
@@ -64,6 +67,7 @@ from interplay.recsys.models.embedding import FeatureEmbedding
 from interplay.recsys.registry import REGISTRY
 
 GATE_NORMALIZATIONS = ("softmax", "none")
+CONTRAST_WITH = ("full", "masked")
 
 
 def mask_behaviours(mask: Tensor, p: float, *, generator: torch.Generator | None = None) -> Tensor:
@@ -114,6 +118,8 @@ class AWMoE(nn.Module):
         cl_weight: lambda of Eq. (7); the returned auxiliary loss is already multiplied by it.
         temperature: tau of Eq. (6).
         use_contrastive: False turns the auxiliary loss off (``training_step_outputs`` returns ``{}``).
+        contrast_with: ``"full"`` (default): the positive pair is the full sequence's gate output and
+            a masked view's; ``"masked"``: two independently masked views.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class AWMoE(nn.Module):
         cl_weight: float = 0.1,
         temperature: float = 0.1,
         use_contrastive: bool = True,
+        contrast_with: str = "full",
     ) -> None:
         super().__init__()
         self.target_index = require_sequence(layout, "AW-MoE")
@@ -144,6 +151,11 @@ class AWMoE(nn.Module):
             raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if contrast_with not in CONTRAST_WITH:
+            raise ValueError(
+                f"unknown contrast_with '{contrast_with}' (expected {' or '.join(CONTRAST_WITH)})"
+            )
+        self.contrast_with = contrast_with
         self.layout = layout
         self.gate_normalization = gate_normalization
         self.mask_prob, self.cl_weight, self.temperature = mask_prob, cl_weight, temperature
@@ -180,26 +192,35 @@ class AWMoE(nn.Module):
         _, items, mask, target = self._inputs(batch)
         return self.normalize_gate(self.gate_vector(items, target, mask))
 
-    def _logits(self, tokens: Tensor, items: Tensor, mask: Tensor, target: Tensor) -> Tensor:
+    def _logits(self, tokens: Tensor, items: Tensor, mask: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits [B], gate vector z [B, K])``."""
         interest = weighted_sum_pool(items, self.interest_unit(items, target, mask), mask)
         x = torch.cat([tokens.flatten(1), interest], dim=1)
         outputs = torch.cat([expert(x) for expert in self.experts], dim=-1)  # [B, K]
-        weights = self.normalize_gate(self.gate_vector(items, target, mask))
-        return (weights * outputs).sum(-1)
+        z = self.gate_vector(items, target, mask)
+        return (self.normalize_gate(z) * outputs).sum(-1), z
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self._logits(*self._inputs(batch))
+        return self._logits(*self._inputs(batch))[0]
 
-    def contrastive_loss(self, items: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        """Unweighted CL of Eq. (6) between two independently masked views of the behaviours."""
-        z1 = self.gate_vector(items, target, mask_behaviours(mask, self.mask_prob))
+    def contrastive_loss(
+        self, items: Tensor, target: Tensor, mask: Tensor, full: Tensor | None = None
+    ) -> Tensor:
+        """Unweighted CL of Eq. (6). ``contrast_with="full"``: the gate output of the whole sequence
+        (``full``, computed here when not given) against that of a masked view, pulling a simulated
+        long-tail user's routing towards the one its full history gives; ``"masked"``: two
+        independently masked views."""
         z2 = self.gate_vector(items, target, mask_behaviours(mask, self.mask_prob))
+        if self.contrast_with == "full":
+            z1 = self.gate_vector(items, target, mask) if full is None else full
+        else:
+            z1 = self.gate_vector(items, target, mask_behaviours(mask, self.mask_prob))
         return info_nce(z1, z2, self.temperature)
 
     def training_step_outputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``(logits [B], {"contrastive": lambda * CL})``; ``{}`` when ``use_contrastive`` is False."""
         tokens, items, mask, target = self._inputs(batch)
-        logits = self._logits(tokens, items, mask, target)
+        logits, z = self._logits(tokens, items, mask, target)
         if not self.use_contrastive:
             return logits, {}
-        return logits, {"contrastive": self.cl_weight * self.contrastive_loss(items, target, mask)}
+        return logits, {"contrastive": self.cl_weight * self.contrastive_loss(items, target, mask, full=z)}

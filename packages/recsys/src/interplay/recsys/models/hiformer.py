@@ -300,6 +300,9 @@ class Hiformer(nn.Module):
         mlp: hidden widths of the head MLP.
         dropout: dropout in the layers and the head.
         ffn_dim, shared_ffn: FFN width (default ``4 d``) and whether all tokens share one FFN.
+        input_norm: LayerNorm each input token (default; not in the paper, which leaves token
+            scales unspecified): without it the near-zero initial embeddings are drowned out by the
+            projected dense features in the composite keys and values.
     """
 
     def __init__(
@@ -319,6 +322,7 @@ class Hiformer(nn.Module):
         dropout: float = 0.0,
         ffn_dim: int | None = None,
         shared_ffn: bool = False,
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         if task_tokens < 1:
@@ -356,6 +360,9 @@ class Hiformer(nn.Module):
             )
             for i in range(layers)
         )
+        # one scale for every token: embeddings start near 0 while projected counts are O(1), and
+        # the composite keys would otherwise see only the dense tokens
+        self.input_norm = nn.LayerNorm(dim) if input_norm else nn.Identity()
         self.head = MLP(task_tokens * dim, mlp, out_features=1, dropout=dropout)
 
     def tokens(self, batch: dict[str, Tensor]) -> Tensor:
@@ -375,7 +382,7 @@ class Hiformer(nn.Module):
 
     def forward_features(self, batch: dict[str, Tensor]) -> Tensor:
         """The task tokens' outputs ``[B, t, d]``."""
-        x = self.tokens(batch)
+        x = self.input_norm(self.tokens(batch))
         for layer in self.layers:
             x = layer(x)
         return x[:, : self.task_tokens]
