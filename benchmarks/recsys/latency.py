@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                 [
                     r["model"],
                     r["params"],
-                    *[r[k] if k in r else "-" for k in keys],
+                    *[r.get(k, "-") for k in keys],
                     round(r["train_samples_per_s"]),
                 ]
                 for r in rows

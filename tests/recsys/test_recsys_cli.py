@@ -54,3 +54,35 @@ def test_train_then_evaluate_reuses_the_fitted_vocabulary(tmp_path, capsys, monk
     out_json = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", best, "--output", str(out_json)]) == 0
     assert abs(json.loads(out_json.read_text())["test/auc"] - metrics["test"]["test/auc"]) < 1e-6
+
+
+def test_every_shipped_config_names_registered_entries_and_their_parameters():
+    from interplay.core.cli import available_configs, load_experiment
+    from interplay.core.registry import check_kwargs
+    from interplay.recsys.cli import _load
+    from interplay.recsys.registry import REGISTRY
+
+    from interplay.core.errors import ConfigError
+
+    def check_names(factory, params, what):  # unknown parameters only: the data module fills the rest
+        try:
+            check_kwargs(factory, params, what=what)
+        except ConfigError as error:
+            if "does not take" in str(error):
+                raise
+
+    _load()
+    names = available_configs(REGISTRY)
+    assert {"hiformer", "awmoe", "hiformer-criteo", "hiformer-synthetic", "awmoe-synthetic"} <= set(names)
+    for name in names:
+        cfg = load_experiment(REGISTRY, name)
+        model = REGISTRY.models.get(cfg.model.name)
+        check_names(model.factory, cfg.model.params, f"{name}: model '{cfg.model.name}'")
+        dataset = REGISTRY.datasets.get(cfg.data.name)
+        check_names(dataset.factory, cfg.data.params, f"{name}: dataset '{cfg.data.name}'")
+        REGISTRY.tasks.get(cfg.task.name)
+        for label, overrides in cfg.baselines.items():
+            base = load_experiment(REGISTRY, name, overrides)
+            check_names(REGISTRY.models.get(base.model.name).factory, base.model.params, f"{name}: {label}")
+        if cfg.reported or cfg.must_beat:
+            assert cfg.paper, f"{name} reproduces a paper but does not cite it"
