@@ -20,15 +20,6 @@ from interplay.recsys.registry import REGISTRY
 MODELS = ("awmoe", "din", "moe")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster and immune to other processes contending for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LAYOUT = FeatureLayout(
     categorical=(
         FieldInfo("user", "categorical", 20),

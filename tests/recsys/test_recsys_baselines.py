@@ -36,15 +36,6 @@ def make_layout(n_categorical: int, n_numeric: int, vocab: int = 20) -> FeatureL
 LAYOUTS = {"mixed": make_layout(4, 3), "no-numeric": make_layout(5, 0), "no-categorical": make_layout(0, 4)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: intra-op threads only add OpenMP overhead (large on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_cross_layer_full_rank_equals_formula():
     torch.manual_seed(0)
     D, B = 6, 3

@@ -58,11 +58,10 @@ def test_train_then_evaluate_reuses_the_fitted_vocabulary(tmp_path, capsys, monk
 
 def test_every_shipped_config_names_registered_entries_and_their_parameters():
     from interplay.core.cli import available_configs, load_experiment
+    from interplay.core.errors import ConfigError
     from interplay.core.registry import check_kwargs
     from interplay.recsys.cli import _load
     from interplay.recsys.registry import REGISTRY
-
-    from interplay.core.errors import ConfigError
 
     def check_names(factory, params, what):  # unknown parameters only: the data module fills the rest
         try:

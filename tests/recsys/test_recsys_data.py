@@ -32,6 +32,7 @@ from interplay.recsys.data import (
 )
 from interplay.recsys.data.criteo import COLUMNS
 from interplay.recsys.data.features import hash_texts
+from interplay.recsys.data.synthetic import CRITEO_VERSION
 from interplay.recsys.layout import FeatureLayout
 from interplay.recsys.registry import REGISTRY
 
@@ -632,7 +633,7 @@ def test_registered_datasets_build_from_generated_files(tmp_path):
     assert {"criteo", "taobao-tiny", "synthetic-ctr", "synthetic-sequences"} <= set(REGISTRY.datasets.names())
     common = dict(root=str(tmp_path), batch_size=32, eval_batch_size=None, num_workers=0, seed=0)
     ctr = REGISTRY.datasets.create("synthetic-ctr", **common, n_rows=400)
-    assert (tmp_path / "recsys" / "synthetic" / "criteo-n400-seed0.tsv").is_file()
+    assert (tmp_path / "recsys" / "synthetic" / f"criteo-v{CRITEO_VERSION}-n400-seed0.tsv").is_file()
     check_batch(next(iter(ctr.train_dataloader())), ctr.info["layout"], 32)
     seq = REGISTRY.datasets.create("synthetic-sequences", **common, n_users=60, n_items=40)
     check_batch(next(iter(seq.val_dataloader())), seq.info["layout"], 32)

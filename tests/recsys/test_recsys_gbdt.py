@@ -14,7 +14,7 @@ def test_lightgbm_on_synthetic_criteo(tmp_path):
     from interplay.recsys.gbdt import collect_split, train_lightgbm
 
     path = tmp_path / "day.tsv"
-    write_synthetic_criteo(path, n_rows=3000, seed=0, fmt="tsv")
+    write_synthetic_criteo(path, n_rows=8000, seed=0, fmt="tsv")
     dm = CTRDataModule(spec="criteo_small", path=str(path), batch_size=256, cache_dir=str(tmp_path / "cache"))
     results = train_lightgbm(dm, n_estimators=200, seed=0)
     assert {"val/auc", "test/auc", "test/logloss", "best_iteration"} <= set(results)

@@ -27,15 +27,6 @@ def make_layout(n_categorical: int, n_numeric: int, vocab: int = 20, sequence: b
     return FeatureLayout(categorical, numeric)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: intra-op threads only add OpenMP overhead (large on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomise(module: torch.nn.Module, seed: int = 0) -> None:
     """Random values everywhere (zero biases and unit LayerNorms would hide indexing bugs)."""
     gen = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ from interplay.core.cli import run_domain_cli
 def _load() -> None:
     import interplay.recsys.data
     import interplay.recsys.models
+    import interplay.recsys.ranking
     import interplay.recsys.tasks  # noqa: F401  (registers the entries)
 
 
