@@ -46,7 +46,14 @@ from interplay.recsys.data.features import FORMAT, FeatureSpec, FittedFeatures, 
 from interplay.recsys.data.fuxictr import read_fuxictr_csv
 from interplay.recsys.layout import FeatureLayout
 
-__all__ = ["CTRDataModule", "CTRDataset", "default_cache_dir", "read_chunks", "split_assignment"]
+__all__ = [
+    "CTRDataModule",
+    "CTRDataset",
+    "default_cache_dir",
+    "read_chunks",
+    "split_assignment",
+    "synthetic_data_dir",
+]
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -60,6 +67,11 @@ def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     if os.access(probe, os.W_OK):
         return base / "recsys" / "cache"
     return Path("~/.cache/interplay/recsys/cache").expanduser()
+
+
+def synthetic_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """Where generated synthetic files go: ``synthetic/`` beside :func:`default_cache_dir`."""
+    return default_cache_dir(root).parent / "synthetic"
 
 
 def read_chunks(spec: FeatureSpec, path: str | os.PathLike[str], chunksize: int) -> Iterator[pd.DataFrame]:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from interplay.core.data import data_root
-from interplay.recsys.data.datamodule import CTRDataModule, default_cache_dir
+from interplay.recsys.data.datamodule import CTRDataModule, default_cache_dir, synthetic_data_dir
 from interplay.recsys.data.synthetic import (
     CRITEO_VERSION,
     SEQUENCES_VERSION,
@@ -39,10 +39,6 @@ def _resolve(path: PathLike | None, root: PathLike | None) -> Path | None:
     if candidate.is_absolute() or candidate.exists():
         return candidate
     return _root(root) / "recsys" / candidate
-
-
-def _synthetic_dir(root: PathLike | None) -> Path:
-    return default_cache_dir(root).parent / "synthetic"
 
 
 @REGISTRY.datasets.register(
@@ -148,7 +144,7 @@ def synthetic_ctr_file(
     root: PathLike | None = None, n_rows: int = 20_000, data_seed: int = 0, fmt: str = "tsv"
 ) -> Path:
     """The synthetic Criteo file for these parameters, generated on first use."""
-    path = _synthetic_dir(root) / f"criteo-v{CRITEO_VERSION}-n{n_rows}-seed{data_seed}.{fmt}"
+    path = synthetic_data_dir(root) / f"criteo-v{CRITEO_VERSION}-n{n_rows}-seed{data_seed}.{fmt}"
     if not path.is_file():
         write_synthetic_criteo(path, n_rows, seed=data_seed, fmt=fmt)  # type: ignore[arg-type]
     return path
@@ -204,7 +200,7 @@ def synthetic_sequences_dir(
     max_history: int = 50,
 ) -> Path:
     """The directory of synthetic sequence CSVs for these parameters, generated on first use."""
-    folder = _synthetic_dir(root) / (
+    folder = synthetic_data_dir(root) / (
         f"sequences-v{SEQUENCES_VERSION}-u{n_users}-i{n_items}-s{data_seed}-lt{long_tail_fraction:g}"
         f"-imp{impressions_per_user}-h{max_history}"
     )

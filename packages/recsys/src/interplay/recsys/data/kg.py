@@ -933,11 +933,11 @@ def recbole_kg(
 
 
 def _synthetic_kg_dir(root: PathLike | None, params: dict[str, Any]) -> Path:
-    from interplay.recsys.data.datamodule import default_cache_dir
-    from interplay.recsys.data.kg_synthetic import write_synthetic_kg
+    from interplay.recsys.data.datamodule import synthetic_data_dir
+    from interplay.recsys.data.kg_synthetic import KG_VERSION, write_synthetic_kg
 
     tag = "-".join(f"{k}{v}" for k, v in params.items())
-    folder = default_cache_dir(root).parent / "synthetic" / f"kg-{tag}"
+    folder = synthetic_data_dir(root) / f"kg-v{KG_VERSION}-{tag}"
     if not all((folder / f).is_file() for f in ("train.txt", "test.txt", "kg_final.txt")):
         write_synthetic_kg(folder, **params)
     return folder

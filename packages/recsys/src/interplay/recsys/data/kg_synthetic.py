@@ -72,6 +72,10 @@ def _zipf_choice(rng: np.random.Generator, size: int, n: int, exponent: float = 
     return perm[rng.choice(size, n, p=p / p.sum())]
 
 
+# Bumped whenever the generator's output changes, so that cached generated files are not reused.
+KG_VERSION = 1
+
+
 def write_synthetic_kg(
     directory: str | os.PathLike[str],
     n_users: int = 1000,
