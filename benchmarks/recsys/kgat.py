@@ -224,6 +224,25 @@ def run(fn, *args):
         return pool.submit(fn, *args).result()
 
 
+SECTION_OF_SKIP = {"epoch": ("epoch", "paper batch 1024"), "released": ("epoch", "released Last-FM batch 10240")}
+
+
+def previous_rows(path: Path, skipped: list[str]) -> list[dict]:
+    """Rows of the ``skipped`` sections from an earlier results file, each marked with that run's date."""
+    import json
+
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    kept = []
+    for row in previous["rows"]:
+        for skip in skipped:
+            section, setting = SECTION_OF_SKIP.get(skip, ("backends" if skip == "parity" else skip, None))
+            if row["section"] == section and (setting is None or row.get("setting") == setting):
+                kept.append({**row, "from_run": row.get("from_run", previous["date"])})
+    return kept
+
+
 def mean_sd(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
@@ -239,6 +258,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["epoch", "released", "eval", "parity", "compare"]
+    )
+    parser.add_argument(
+        "--keep-skipped",
+        action="store_true",
+        help="carry the skipped sections' rows over from the existing results JSON (marked with its date)",
     )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -267,6 +291,8 @@ def main(argv=None) -> int:
             print(row, flush=True)
     if "compare" not in args.skip:
         rows += [{"section": "compare", **r} for r in run(compare_job, args.seeds, args.threads)]
+    if args.keep_skipped:
+        rows += previous_rows(Path(args.out) / "recsys_kgat.json", args.skip)
 
     print()
     epochs = [r for r in rows if r["section"] == "epoch"]

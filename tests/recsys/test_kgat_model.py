@@ -372,3 +372,40 @@ def test_topk_task_trains_a_cf_only_baseline(tmp_path):
     result = train(experiment(tmp_path, "bprmf", {"embed_dim": 8}), REGISTRY)
     assert 0.0 <= result.metrics["test"]["test/recall@20"] <= 1.0
     assert "train/kg_loss" not in (Path(result.run_dir) / "metrics.csv").read_text()
+
+
+def test_column_blocked_sparse_product_is_exact_and_differentiates_through_the_transpose():
+    from interplay.recsys.models.kgat import SparsePropagation, blocked_spmm
+
+    torch.manual_seed(0)
+    n, edges = 50, 300
+    edge_index = torch.randint(0, n, (2, edges))
+    weights = torch.rand(edges)
+    x = torch.randn(n, 37, dtype=torch.float64)
+    dense = torch.zeros(n, n, dtype=torch.float64).index_put_(
+        (edge_index[1], edge_index[0]), weights.double(), accumulate=True
+    )
+    matrix = dense.to_sparse_csr()
+    # a budget of 8 columns' bytes forces 5 blocks, the last one 5 columns wide
+    torch.testing.assert_close(blocked_spmm(matrix, x, budget=8 * n * 8), dense @ x)
+    # through the propagation's autograd function (forward A x, backward A^T g) with blocks
+    import interplay.recsys.models.kgat as kgat_module
+
+    old = kgat_module.GATHER_BUDGET
+    kgat_module.GATHER_BUDGET = 8 * n * 4
+    try:
+        propagation = SparsePropagation(edge_index, n)
+        x32 = torch.randn(n, 21, requires_grad=True)
+        out = propagation(x32, weights)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        calls = []
+        real_mm = torch.sparse.mm
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.sparse, "mm", lambda *a: calls.append(a[1].shape) or real_mm(*a))
+            propagation(x32, weights)
+        assert [shape[1] for shape in calls] == [8, 8, 5]  # the forward ran in column blocks
+        torch.testing.assert_close(out, dense.float() @ x32.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x32.grad, dense.float().T @ grad, rtol=1e-5, atol=1e-5)
+    finally:
+        kgat_module.GATHER_BUDGET = old

