@@ -7,9 +7,20 @@ from collections.abc import Sequence
 from interplay.core.cli import run_domain_cli
 
 
+# one sub-package per model family; importing it registers its models, datasets and tasks
+FAMILIES = ("interplay.tabular.causal", "interplay.tabular.cloud", "interplay.tabular.icl")
+
+
 def _load() -> None:
+    import importlib
+    import importlib.util
+
     import interplay.tabular.data
     import interplay.tabular.models  # noqa: F401  (registers the entries)
+
+    for family in FAMILIES:
+        if importlib.util.find_spec(family) is not None:
+            importlib.import_module(family)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "interplay-tabular") -> int:
