@@ -77,9 +77,8 @@ class SurvivalCohort:
         position = {c: i for i, c in enumerate(self.case_ids)}
         missing = [c for c in case_ids if c not in position]
         if missing:
-            raise DataError(
-                f"{what}: {len(missing)} case ids are not in {self.source}: {', '.join(map(str, missing[:5]))}"
-            )
+            shown = ", ".join(map(str, missing[:5]))
+            raise DataError(f"{what}: {len(missing)} case ids are not in {self.source}: {shown}")
         return np.array([position[c] for c in case_ids], dtype=np.int64)
 
     def select(self, index: Sequence[int] | np.ndarray) -> SurvivalCohort:
