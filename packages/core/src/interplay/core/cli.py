@@ -105,8 +105,15 @@ def write_predictions(outputs: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 # -- sub-commands -------------------------------------------------------------------------------------
-def _cmd_train(registry: DomainRegistry, args: argparse.Namespace) -> int:
+def _train_function(args: argparse.Namespace) -> Callable[..., Any]:
+    """The domain's own runner when it supplied one (e.g. EEG's cross-validation), else the engine's."""
     from interplay.core.train import train
+
+    return getattr(args, "train", None) or train
+
+
+def _cmd_train(registry: DomainRegistry, args: argparse.Namespace) -> int:
+    train = _train_function(args)
 
     overrides = list(args.overrides)
     if args.run_root:
@@ -161,11 +168,14 @@ def _cmd_predict(registry: DomainRegistry, args: argparse.Namespace) -> int:
 def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
     """Train the paper's config (over ``reproduce_seeds``), and its ``baselines`` on the same seeds;
     compare the mean of every ``reported`` metric with the paper's figure (reached when
-    ``ours >= paper - tolerance``) and check each ``must_beat`` claim (ours' mean > the baseline's)."""
+    ``ours >= paper - tolerance``) and check each ``must_beat`` claim (ours' mean > the baseline's).
+    For metrics listed in ``lower_is_better`` both comparisons flip (``ours <= paper + tolerance``,
+    ours' mean < the baseline's) and the table marks the metric ``(lower is better)``."""
     import statistics
 
-    from interplay.core.train import train
     from interplay.core.train.runs import write_json
+
+    train = _train_function(args)
 
     overrides = list(args.overrides)
     if args.run_root:
@@ -206,16 +216,23 @@ def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
     for metric in dict.fromkeys([*cfg.reported, *cfg.must_beat]):
         paper, value = cfg.reported.get(metric), mean("ours", metric)
         tol = cfg.tolerance.get(metric)
-        reached = None if value is None or paper is None or tol is None else value >= paper - tol
+        lower = metric in cfg.lower_is_better
+        reached = None
+        if value is not None and paper is not None and tol is not None:
+            reached = value <= paper + tol if lower else value >= paper - tol
         beaten = {
-            b: (value is not None and (m := mean(b, metric)) is not None and value > m)
+            b: (
+                value is not None
+                and (m := mean(b, metric)) is not None
+                and (value < m if lower else value > m)
+            )
             for b in cfg.must_beat.get(metric, [])
         }
         checks = [c for c in (reached, *beaten.values()) if c is not None]
         ok = None if not checks else all(checks)
         rows.append(
             [
-                metric,
+                f"{metric} (lower is better)" if lower else metric,
                 paper,
                 spread("ours", metric),
                 *[spread(b, metric) for b in baselines],
@@ -226,6 +243,7 @@ def _cmd_reproduce(registry: DomainRegistry, args: argparse.Namespace) -> int:
             "paper": paper,
             "ours": value,
             "tolerance": tol,
+            "lower_is_better": lower,
             "reached": reached,
             "beats": beaten,
             "baselines": {b: mean(b, metric) for b in baselines},
@@ -333,8 +351,14 @@ def run_domain_cli(
     *,
     prog: str | None = None,
     load: Callable[[], Any] | None = None,
+    train: Callable[..., Any] | None = None,
 ) -> int:
-    """Parse ``argv`` and run the sub-command; user errors print one line and return 2."""
+    """Parse ``argv`` and run the sub-command; user errors print one line and return 2.
+
+    ``train`` replaces :func:`interplay.core.train.train` in ``train`` and ``reproduce`` for domains
+    whose runs are more than one fit (it takes ``(cfg, registry, resume_from=...)`` and returns a
+    :class:`~interplay.core.train.RunResult`).
+    """
     parser = build_parser(registry, prog)
     # overrides may come before or after options (argparse cannot interleave a nargs="*" positional)
     args, extra = parser.parse_known_args(argv)
@@ -343,6 +367,7 @@ def run_domain_cli(
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    args.train = train
     try:
         if load is not None:
             load()

@@ -125,6 +125,12 @@ class ExperimentConfig:
     baselines: dict[str, list[str]] = field(default_factory=dict)
     must_beat: dict[str, list[str]] = field(default_factory=dict)
     reproduce_seeds: list[int] = field(default_factory=list)  # reproduce over these (default: [seed])
+    # Settings of a domain's own evaluation protocol (cross-validation folds, selection rule), read and
+    # validated by the runner the domain gives run_domain_cli(train=...); the engine ignores them.
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    # Metrics where smaller is better (errors such as test/mae): ``reproduce`` then reaches a paper's
+    # figure when ``ours <= paper + tolerance`` and beats a baseline when ours' mean is smaller.
+    lower_is_better: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for metric, labels in self.must_beat.items():
