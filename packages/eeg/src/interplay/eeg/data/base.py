@@ -94,7 +94,9 @@ class EEGRecordings:
         n, channels = len(self.signals), len(self.info["ch_names"])
         for name in ("baselines", "sources"):
             if len(getattr(self, name)) != n:
-                raise DataError(f"{self.dataset}: {name} has {len(getattr(self, name))} entries for {n} trials")
+                raise DataError(
+                    f"{self.dataset}: {name} has {len(getattr(self, name))} entries for {n} trials"
+                )
         for name in ("subjects", "sessions", "trials", *(f"ratings[{k}]" for k in self.ratings)):
             values = self.ratings[name[8:-1]] if name.startswith("ratings") else getattr(self, name)
             if values.shape != (n,):
@@ -183,7 +185,9 @@ class WindowFeatures:
         for name in ("subjects", "sessions", "trials", "groups", "start"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
             if getattr(self, name).shape != (n,):
-                raise DataError(f"{self.dataset}: {name} has shape {getattr(self, name).shape}, expected ({n},)")
+                raise DataError(
+                    f"{self.dataset}: {name} has shape {getattr(self, name).shape}, expected ({n},)"
+                )
         self.ratings = {k: np.asarray(v, dtype=np.float64) for k, v in self.ratings.items()}
 
     def __len__(self) -> int:
@@ -217,7 +221,9 @@ def make_targets(dataset: str, ratings: dict[str, np.ndarray], target: str, n_cl
     ``emotion`` with 3 classes, ``label + 1``.
     """
     if target not in ratings:
-        raise ConfigError(f"data.target: {dataset} has no target {target!r} (has {', '.join(sorted(ratings))})")
+        raise ConfigError(
+            f"data.target: {dataset} has no target {target!r} (has {', '.join(sorted(ratings))})"
+        )
     values = ratings[target]
     if dataset == "seed" or target == "emotion":
         if n_classes != 3:
