@@ -224,7 +224,10 @@ def run(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-SECTION_OF_SKIP = {"epoch": ("epoch", "paper batch 1024"), "released": ("epoch", "released Last-FM batch 10240")}
+SECTION_OF_SKIP = {
+    "epoch": ("epoch", "paper batch 1024"),
+    "released": ("epoch", "released Last-FM batch 10240"),
+}
 
 
 def previous_rows(path: Path, skipped: list[str]) -> list[dict]:

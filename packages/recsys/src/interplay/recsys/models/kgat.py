@@ -181,7 +181,9 @@ def blocked_spmm(matrix: Tensor, x: Tensor, budget: int | None = None) -> Tensor
     block = max(8, budget // max(rows * x.element_size(), 1))
     if x.device.type != "cpu" or width <= block:
         return torch.sparse.mm(matrix, x)
-    return torch.cat([torch.sparse.mm(matrix, x[:, i : i + block].contiguous()) for i in range(0, width, block)], 1)
+    return torch.cat(
+        [torch.sparse.mm(matrix, x[:, i : i + block].contiguous()) for i in range(0, width, block)], 1
+    )
 
 
 class _CSRMatmul(torch.autograd.Function):
