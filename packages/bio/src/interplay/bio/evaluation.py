@@ -50,6 +50,7 @@ from interplay.core.data import atomic_write
 from interplay.core.errors import CheckpointError, ConfigError, InterplayError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult
+from interplay.core.train.engine import build_datamodule as core_build_datamodule
 from interplay.core.train.runs import collect_versions, create_run_dir, write_json
 
 __all__ = [
@@ -134,17 +135,7 @@ def _with_fold(cfg: ExperimentConfig, fold: int, selection: str, fraction: float
 
 def build_datamodule(cfg: ExperimentConfig, registry: DomainRegistry) -> SurvivalDataModule:
     """The data module ``cfg`` names (as the engine builds it), for the fold in ``cfg.data.params``."""
-    entry = registry.datasets.get(cfg.data.name)
-    common = dict(
-        root=cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-    )
-    datamodule = registry.datasets.create(
-        cfg.data.name, **{**_accepted(entry.factory, common), **cfg.data.params}
-    )
+    datamodule = core_build_datamodule(cfg, registry)
     if not isinstance(datamodule, SurvivalDataModule):
         raise ConfigError(
             f"dataset '{cfg.data.name}' does not serve survival folds (not a SurvivalDataModule)"

@@ -143,6 +143,19 @@ def _accepted(factory: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in params}
 
 
+def build_datamodule(cfg: ExperimentConfig, registry: DomainRegistry) -> Any:
+    """The data module ``cfg.data`` names, given the common data settings its factory accepts."""
+    entry = registry.datasets.get(cfg.data.name)
+    common = dict(
+        root=cfg.data.root,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+    return registry.datasets.create(cfg.data.name, **{**_accepted(entry.factory, common), **cfg.data.params})
+
+
 def build_experiment(
     cfg: ExperimentConfig, registry: DomainRegistry, *, checkpoint: dict[str, Any] | None = None
 ) -> tuple[TaskModule, pl.LightningDataModule]:
@@ -155,16 +168,7 @@ def build_experiment(
     """
     if cfg.domain != registry.domain:
         raise ConfigError(f"config is for domain '{cfg.domain}', not '{registry.domain}'")
-    data_entry = registry.datasets.get(cfg.data.name)
-    data_kwargs = dict(
-        root=cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-    )
-    data_kwargs = {**_accepted(data_entry.factory, data_kwargs), **cfg.data.params}
-    datamodule = registry.datasets.create(cfg.data.name, **data_kwargs)
+    datamodule = build_datamodule(cfg, registry)
     data_state = (checkpoint or {}).get(type(datamodule).__qualname__)
     if data_state:
         datamodule.load_state_dict(data_state)

@@ -35,6 +35,7 @@ from interplay.core.config import save_config
 from interplay.core.errors import CheckpointError, ConfigError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult
+from interplay.core.train.engine import build_datamodule as core_build_datamodule
 from interplay.core.train.runs import collect_versions, create_run_dir, write_json
 from interplay.tabular.cloud.baselines import AggregatedRegressor, aggregate_runs
 from interplay.tabular.cloud.data import (
@@ -228,17 +229,7 @@ def _with_partition(cfg: ExperimentConfig, partition: int, n_partitions: int) ->
 
 def build_datamodule(cfg: ExperimentConfig, registry: DomainRegistry) -> CloudDataModule:
     """The data module of ``cfg`` (as the engine builds it)."""
-    entry = registry.datasets.get(cfg.data.name)
-    common = dict(
-        root=cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-    )
-    module = registry.datasets.create(
-        cfg.data.name, **{**_accepted(entry.factory, common), **cfg.data.params}
-    )
+    module = core_build_datamodule(cfg, registry)
     if not isinstance(module, CloudDataModule):
         raise ConfigError(
             f"dataset '{cfg.data.name}' does not serve VM runs for the unseen-application protocol"
