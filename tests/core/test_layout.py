@@ -89,3 +89,15 @@ def test_domain_reaches_core_tasks(domain):
 
     registry = importlib.import_module(f"interplay.{domain}").REGISTRY
     assert "classification" in registry.tasks and registry.configs_package == f"interplay.{domain}.configs"
+
+
+def test_test_module_basenames_are_unique():
+    """pytest's default (prepend) import mode fails collection when two test files share a basename."""
+    root = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(root.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(root)} and {path.relative_to(root)}")
+        seen[path.name] = path
+    assert not clashes, "test modules share a basename: " + "; ".join(clashes)
