@@ -33,7 +33,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,13 +44,12 @@ import numpy as np
 import torch
 
 from interplay.bio.tasks import SurvivalDataModule, model_outputs, survival_scores
-from interplay.core.config import save_config
 from interplay.core.data import atomic_write
 from interplay.core.errors import CheckpointError, ConfigError, InterplayError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult
 from interplay.core.train.engine import build_datamodule as core_build_datamodule
-from interplay.core.train.runs import collect_versions, create_run_dir, write_json
+from interplay.core.train.runs import open_run_dir, write_json
 
 __all__ = [
     "EVALUATION_SELECTIONS",
@@ -351,20 +349,7 @@ def cross_validate(
         )
     del probe
 
-    created = run_dir is None
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    )
-    try:
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "versions.json", collect_versions())
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    run_dir = open_run_dir(cfg, run_dir)
 
     from tqdm.auto import tqdm
 

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import inspect
 import os
-import shutil
 import time
 import warnings
 from collections import OrderedDict
@@ -39,12 +38,11 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from interplay.core.config import save_config
 from interplay.core.datamodules import SplitDataModule
 from interplay.core.errors import CheckpointError, ConfigError, DataError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult
-from interplay.core.train.runs import collect_versions, create_run_dir, write_json
+from interplay.core.train.runs import open_run_dir, write_json
 from interplay.eeg.data.base import WindowFeatures, make_targets
 from interplay.eeg.protocols import PROTOCOLS, make_folds, validation_split
 
@@ -409,20 +407,7 @@ def cross_validate(
     )
     neural = isinstance(probe, torch.nn.Module)
 
-    created = run_dir is None
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    )
-    try:
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "versions.json", collect_versions())
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    run_dir = open_run_dir(cfg, run_dir)
 
     from tqdm.auto import tqdm
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,11 @@ import torchmetrics
 from torch import Tensor, nn
 
 from interplay.bio.regression_metrics import RegressionMetrics, regression_metrics
-from interplay.core.config import save_config
 from interplay.core.errors import CheckpointError, ConfigError
 from interplay.core.registry import DomainRegistry
-from interplay.core.train import OptimizerConfig, RunResult, TaskModule, collect_versions, create_run_dir
+from interplay.core.train import OptimizerConfig, RunResult, TaskModule
 from interplay.core.train.config import ExperimentConfig
-from interplay.core.train.runs import write_json
+from interplay.core.train.runs import run_directory, write_json
 from interplay.core.train.task import STAGES
 
 __all__ = ["EVALUATION_KEYS", "DrugRegressionTask", "fit_gbdt", "run_drug_experiment"]
@@ -166,21 +164,8 @@ def _run_gbdt(cfg: ExperimentConfig, registry: DomainRegistry, run_dir: Path | N
     datamodule = build_datamodule(cfg, registry)
     params = {**_accepted(entry.factory, {"seed": cfg.seed}), **cfg.model.params}
     model = registry.models.create(cfg.model.name, **params)
-    created = run_dir is None
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    )
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "versions.json", collect_versions())
+    with run_directory(cfg, run_dir) as run_dir:
         outcome = fit_gbdt(model, datamodule, run_test=cfg.trainer.run_test)
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     booster = getattr(getattr(model, "model", None), "booster_", None)
     checkpoint = None
     if booster is not None:

@@ -19,7 +19,7 @@ from interplay.core.train.engine import (
     restore,
     train,
 )
-from interplay.core.train.runs import collect_versions, create_run_dir
+from interplay.core.train.runs import collect_versions, create_run_dir, open_run_dir, run_directory
 from interplay.core.train.task import ClassificationTask, TaskModule, build_optimizer
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "build_trainer",
     "collect_versions",
     "create_run_dir",
+    "open_run_dir",
+    "run_directory",
     "evaluate",
     "load_checkpoint",
     "predict",

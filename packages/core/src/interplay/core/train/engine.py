@@ -13,7 +13,6 @@ import importlib.util
 import inspect
 import logging
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ import torchmetrics
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from interplay.core.config import from_dict, save_config, to_dict
+from interplay.core.config import from_dict, to_dict
 from interplay.core.errors import CheckpointError, ConfigError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train.checkpoint import AtomicCheckpointIO, load_checkpoint
 from interplay.core.train.config import ExperimentConfig, TrainerConfig
-from interplay.core.train.runs import collect_versions, create_run_dir, plot_curves, write_json
+from interplay.core.train.runs import plot_curves, run_directory, write_json
 from interplay.core.train.task import TaskModule
 
 # Lightning's hints (dataloader workers, idle GPUs, cloud loggers, callbacks on restore) are noise
@@ -228,24 +227,10 @@ def train(
         raise CheckpointError(f"checkpoint to resume from not found: {resume_from}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task, datamodule = build_experiment(cfg, registry)
-    created = run_dir is None
-    if run_dir is None:
-        run_dir = create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    run_dir = Path(run_dir)
-    try:
-        # settings Lightning rejects (e.g. fsdp on CPU) fail here, before anything is written
+    resumed = {"resumed_from": str(Path(resume_from).resolve())} if resume_from is not None else None
+    with run_directory(cfg, run_dir, versions=resumed) as run_dir:
+        # settings Lightning rejects (e.g. fsdp on CPU) fail here and leave no run directory behind
         trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        versions = collect_versions()
-        if resume_from is not None:
-            versions["resumed_from"] = str(Path(resume_from).resolve())
-        write_json(run_dir / "versions.json", versions)
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
 
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)

@@ -12,14 +12,17 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,46 @@ def create_run_dir(root: str | os.PathLike, domain: str, model: str) -> Path:
         (path / "plots").mkdir()
         return path
     raise RuntimeError(f"could not create a fresh run directory under {base}")
+
+
+@contextlib.contextmanager
+def run_directory(
+    cfg: Any, run_dir: str | os.PathLike | None = None, *, versions: dict[str, Any] | None = None
+) -> Iterator[Path]:
+    """The run directory of ``cfg`` (a fresh one under ``cfg.run_root`` unless ``run_dir`` is given) with
+    ``config.yaml``, ``versions.json`` (plus ``versions``), ``checkpoints/`` and ``plots/`` written.
+
+    Everything a run does before it starts belongs inside the ``with`` block (building the trainer, a
+    quick fit): when that raises, a directory created here is removed, so a failed start leaves
+    nothing half-written. Every runner (the engine, the cross-validation and replication runners of
+    the domains) opens its directory through this one function.
+    """
+    from interplay.core.config import save_config
+
+    created = run_dir is None
+    path = (
+        Path(run_dir)
+        if run_dir is not None
+        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
+    )
+    try:
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (path / "plots").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, path / "config.yaml")
+        write_json(path / "versions.json", {**collect_versions(), **(versions or {})})
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def open_run_dir(
+    cfg: Any, run_dir: str | os.PathLike | None = None, *, versions: dict[str, Any] | None = None
+) -> Path:
+    """:func:`run_directory` for runners with nothing to do before they start."""
+    with run_directory(cfg, run_dir, versions=versions) as path:
+        return path
 
 
 def git_commit(start: str | os.PathLike | None = None) -> dict[str, Any]:

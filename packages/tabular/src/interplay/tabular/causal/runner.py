@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from interplay.core.config import save_config
 from interplay.core.errors import CheckpointError, ConfigError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult, build_experiment
-from interplay.core.train.runs import collect_versions, create_run_dir, plot_curves, write_json
+from interplay.core.train.runs import open_run_dir, plot_curves, write_json
 from interplay.tabular.causal.data import CausalData
 from interplay.tabular.causal.metrics import (
     adrf_amse,
@@ -232,20 +230,7 @@ def train_replications(
     )
     neural = isinstance(probe, nn.Module)
 
-    created = run_dir is None
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "versions.json", collect_versions())
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    run_dir = open_run_dir(cfg, run_dir)
 
     from tqdm.auto import tqdm
 

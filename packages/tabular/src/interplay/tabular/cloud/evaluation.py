@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,12 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from interplay.core.config import save_config
 from interplay.core.errors import CheckpointError, ConfigError
 from interplay.core.registry import DomainRegistry
 from interplay.core.train import ExperimentConfig, RunResult
 from interplay.core.train.engine import build_datamodule as core_build_datamodule
-from interplay.core.train.runs import collect_versions, create_run_dir, write_json
+from interplay.core.train.runs import open_run_dir, write_json
 from interplay.tabular.cloud.baselines import AggregatedRegressor, aggregate_runs
 from interplay.tabular.cloud.data import (
     CloudPerfTraceSchema,
@@ -310,20 +308,7 @@ def run_cloud_protocol(
     neural = isinstance(probe, torch.nn.Module)
     del probe
 
-    created = run_dir is None
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else create_run_dir(cfg.run_root, cfg.domain, cfg.name or cfg.model.name)
-    )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "versions.json", collect_versions())
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    run_dir = open_run_dir(cfg, run_dir)
 
     from tqdm.auto import tqdm
 
