@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt $(foreach p,$(PACKAGES),packages/$(p)/p
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e "packages/core[dgl,ot]" $(foreach p,$(filter-out core,$(PACKAGES)),-e packages/$(p)) -e ".[dev]"
+	$(PIP) install --quiet -c constraints.txt -e "packages/core[dgl,ot,triton]" $(foreach p,$(filter-out core,$(PACKAGES)),-e packages/$(p)) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

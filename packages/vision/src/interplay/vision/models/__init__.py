@@ -4,7 +4,13 @@ family: ``eca.py``, ``davit.py``, ...); the shared contract is in ``base.py`` an
 import importlib
 import pkgutil
 
-from interplay.vision.models.base import ClassifierHead, FeatureExtractor, FeatureInfo, VisionBackbone, checkpoint_seq
+from interplay.vision.models.base import (
+    ClassifierHead,
+    FeatureExtractor,
+    FeatureInfo,
+    VisionBackbone,
+    checkpoint_seq,
+)
 from interplay.vision.models.factory import (
     MODEL_CFGS,
     count_gmacs,

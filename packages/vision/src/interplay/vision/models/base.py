@@ -39,10 +39,7 @@ class FeatureInfo:
 def checkpoint_seq(blocks: Iterable[nn.Module], x: Tensor, enabled: bool = True) -> Tensor:
     """Run ``blocks`` in sequence, recomputing each block's activations in backward when ``enabled``."""
     for block in blocks:
-        if enabled and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
+        x = checkpoint(block, x, use_reentrant=False) if enabled and torch.is_grad_enabled() else block(x)
     return x
 
 

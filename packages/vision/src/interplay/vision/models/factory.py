@@ -60,7 +60,7 @@ def register_model(
         name = factory.__name__
         doc = (factory.__doc__ or "").strip().splitlines()
         description = doc[0].strip() if doc else name
-        REGISTRY.models.register(name, description, tags=("vision", family or name.split("_")[0]))
+        REGISTRY.models.register(name, description, tags=("vision", family or name.split("_")[0]))(factory)
         MODEL_CFGS[name] = {
             "name": name,
             "family": family or name.split("_")[0],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -21,9 +20,8 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a ``[B, C, H, W]`` map (ConvNeXt / DaViT style)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
-            0, 3, 1, 2
-        )
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 class Mlp(nn.Module):
@@ -100,7 +98,9 @@ class ConvBNAct(nn.Sequential):
 
 def drop_path_rates(drop_path_rate: float, depths: list[int] | tuple[int, ...]) -> list[list[float]]:
     """Stochastic-depth rates rising linearly over all blocks, split per stage."""
-    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+    # plain Python (not torch.linspace) so that models can be built on the meta device
+    total = sum(depths)
+    rates = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
     out, start = [], 0
     for d in depths:
         out.append(rates[start : start + d])
