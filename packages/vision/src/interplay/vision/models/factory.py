@@ -208,13 +208,20 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 def count_gmacs(model: nn.Module, input_size: int | Sequence[int] = 224, *, channels: int = 3) -> float:
     """Multiply-accumulates (in 1e9) of one forward pass on one image, from torch's FLOP counter
     (a multiply-add counts 2 FLOPs there, so MACs = FLOPs / 2; the papers report MACs as "FLOPs")."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     x = torch.zeros(1, channels, h, w)
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+
+    # torch's counter has no formula for the CPU flash-attention kernel SDPA dispatches to: count it
+    # like the CUDA kernels (2 B H Lq Lk (D + Dv) FLOPs), or attention would count as free
+    def cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() / 2e9
