@@ -7,6 +7,7 @@ libraries, and graph, optimal-transport and channel attention.
 
 from interplay.core.attention import masks
 from interplay.core.attention.api import BACKENDS, AttentionBackendError, attend, choose_backend, flex_compile
+from interplay.core.attention.banded import block_sparse_attention
 from interplay.core.attention.bias import (
     ALiBi,
     AttentionBias,
@@ -20,7 +21,34 @@ from interplay.core.attention.bias import (
     relative_position_index_2d,
 )
 from interplay.core.attention.channel import ChannelAttention, TransposedAttention, channel_attention
+from interplay.core.attention.complex import (
+    ComplexMultiHeadAttention,
+    complex_attention,
+    complex_attention_reference,
+    polar_features,
+)
 from interplay.core.attention.graph import GraphAttention, aggregate, edge_softmax, graph_attention
+from interplay.core.attention.latent import (
+    MLACache,
+    MultiHeadLatentAttention,
+    kv_cache_bytes_per_token,
+    latent_attention_reference,
+)
+from interplay.core.attention.linear import (
+    L2ViTLinearAttention,
+    LinearAttentionState,
+    causal_linear_attention,
+    causal_linear_attention_reference,
+    chunk_linear_attention,
+    elu_feature_map,
+    l2vit_linear_attention,
+    linear_attention,
+    linear_attention_reference,
+    linear_attention_step,
+    nala_feature_map,
+    nala_linear_attention,
+    relu_feature_map,
+)
 from interplay.core.attention.masks import (
     MaskSpec,
     block_mask,
@@ -36,8 +64,24 @@ from interplay.core.attention.masks import (
     sliding_window,
     window_2d,
 )
+from interplay.core.attention.recurrent import (
+    RAT_BACKENDS,
+    RATBlock,
+    RATState,
+    chunk_scan,
+    chunk_scan_reference,
+    earlier_chunks,
+    rat_attention,
+    rat_attention_reference,
+    rat_attention_step,
+)
 from interplay.core.attention.reference import attention_reference
 from interplay.core.attention.rope import RotaryEmbedding, apply_rope, apply_rope_2d
+from interplay.core.attention.streaming import (
+    SinkKVCache,
+    sink_attention_reference,
+    sink_cache_indices,
+)
 from interplay.core.attention.transport import OTCoAttention, ot_coattention, sinkhorn, sinkhorn_pot
 
 __all__ = [
@@ -72,6 +116,7 @@ __all__ = [
     "attention_reference",
     "block_mask",
     "block_sparse",
+    "block_sparse_attention",
     "causal",
     "choose_backend",
     "chunk_local",
@@ -85,4 +130,37 @@ __all__ = [
     "sinks",
     "sliding_window",
     "window_2d",
+    "L2ViTLinearAttention",
+    "LinearAttentionState",
+    "causal_linear_attention",
+    "causal_linear_attention_reference",
+    "chunk_linear_attention",
+    "elu_feature_map",
+    "l2vit_linear_attention",
+    "linear_attention",
+    "linear_attention_reference",
+    "linear_attention_step",
+    "nala_feature_map",
+    "nala_linear_attention",
+    "relu_feature_map",
+    "ComplexMultiHeadAttention",
+    "complex_attention",
+    "complex_attention_reference",
+    "polar_features",
+    "MLACache",
+    "MultiHeadLatentAttention",
+    "kv_cache_bytes_per_token",
+    "latent_attention_reference",
+    "RAT_BACKENDS",
+    "RATBlock",
+    "RATState",
+    "chunk_scan",
+    "chunk_scan_reference",
+    "earlier_chunks",
+    "rat_attention",
+    "rat_attention_reference",
+    "rat_attention_step",
+    "SinkKVCache",
+    "sink_attention_reference",
+    "sink_cache_indices",
 ]

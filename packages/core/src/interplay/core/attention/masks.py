@@ -281,12 +281,29 @@ class _Table(MaskSpec):
         return f"{self.name}({', '.join(map(str, self.params))})"
 
 
+def block_sparse_random_links(length: int, n_global: int, n_random: int, seed: int = 0) -> Tensor:
+    """The random links of :func:`block_sparse`: ``[length - n_global, k]`` key indices, row ``r`` for
+    feature query ``n_global + r``, ``k = min(n_random, length - n_global)`` distinct feature keys
+    (drawn with ``seed``; a link may fall inside the query's window band, the query itself included).
+
+    The one definition shared by the mask table and the gather path
+    (:func:`interplay.core.attention.banded.block_sparse_attention`), so the two cannot drift.
+    """
+    n_feat = max(0, length - n_global)
+    k = min(n_random, n_feat)
+    if k <= 0:
+        return torch.zeros(n_feat, 0, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n_feat, n_feat, generator=gen).topk(k, dim=1).indices + n_global
+
+
 def block_sparse(n_global: int, window: int, n_random: int = 0, seed: int = 0) -> MaskSpec:
     """Orion-MSP's intended pattern (BigBird style) over ``[special tokens | features]``.
 
     The first ``n_global`` tokens see and are seen by every token; each other token sees the tokens
-    with ``|i - j| <= window`` plus ``n_random`` random other tokens drawn with ``seed`` (the
-    released code's mask loses the band; this is the paper's pattern).
+    with ``|i - j| <= window`` plus ``n_random`` random other tokens drawn with ``seed``
+    (:func:`block_sparse_random_links`; the released code's mask loses the band; this is the paper's
+    pattern).
     """
     if n_global < 0 or window < 0 or n_random < 0:
         raise ValueError(f"block_sparse needs non-negative sizes, got {n_global}, {window}, {n_random}")
@@ -298,14 +315,10 @@ def block_sparse(n_global: int, window: int, n_random: int = 0, seed: int = 0) -
         table = (idx[:, None] - idx[None, :]).abs() <= window
         table[:n_global, :] = True
         table[:, :n_global] = True
-        if n_random:
-            gen = torch.Generator().manual_seed(seed)
-            n_feat = lk - n_global
-            k = min(n_random, n_feat)
-            if k > 0:
-                picks = torch.rand(n_feat, n_feat, generator=gen).topk(k, dim=1).indices + n_global
-                rows = torch.arange(n_global, lk).unsqueeze(1).expand(-1, k)
-                table[rows, picks] = True
+        picks = block_sparse_random_links(lk, n_global, n_random, seed)
+        if picks.shape[1]:
+            rows = torch.arange(n_global, lk).unsqueeze(1).expand_as(picks)
+            table[rows, picks] = True
         return table
 
     return _Table("block_sparse", (int(n_global), int(window), int(n_random), int(seed)), build)
