@@ -77,6 +77,19 @@ from interplay.core.attention.recurrent import (
 )
 from interplay.core.attention.reference import attention_reference
 from interplay.core.attention.rope import RotaryEmbedding, apply_rope, apply_rope_2d
+from interplay.core.attention.sparse import (
+    dhsa_attention,
+    dhsa_mask,
+    dhsa_reference,
+    moba_attention,
+    moba_reference,
+    moba_selection,
+    vmoba_attention,
+    vmoba_block_ids,
+    vmoba_partition_for_layer,
+    vmoba_reference,
+    vmoba_selection,
+)
 from interplay.core.attention.streaming import (
     SinkKVCache,
     sink_attention_reference,
@@ -163,4 +176,15 @@ __all__ = [
     "SinkKVCache",
     "sink_attention_reference",
     "sink_cache_indices",
+    "dhsa_attention",
+    "dhsa_mask",
+    "dhsa_reference",
+    "moba_attention",
+    "moba_reference",
+    "moba_selection",
+    "vmoba_attention",
+    "vmoba_block_ids",
+    "vmoba_partition_for_layer",
+    "vmoba_reference",
+    "vmoba_selection",
 ]
