@@ -128,8 +128,15 @@ JOBS = [
     ),
     # vision: ViT-pico/4 on scikit-learn's digits upsampled to 16x16 RGB (bundled, no download),
     # kornia crops, label smoothing, weight EMA; selection on val/acc, test scored once with the EMA
-    # weights (chance is 0.1)
-    ("vision", ["interplay-vision", "train", "--config", "vit-pico-digits"], "test/acc", 0.90, 120.0),
+    # weights (chance is 0.1); one thread (64-wide matrices)
+    (
+        "vision",
+        ["interplay-vision", "train", "--config", "vit-pico-digits"],
+        "test/acc",
+        0.90,
+        120.0,
+        {"OMP_NUM_THREADS": "1"},
+    ),
 ]
 
 

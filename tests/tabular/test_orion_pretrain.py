@@ -186,6 +186,25 @@ def test_cli_pretrains_resumes_and_evaluates(tmp_path, capsys):
     result = json.loads((eval_run / "metrics.json").read_text())
     assert len(result["folds"]) == 2 and 0.0 <= result["test"]["test/acc_mean"] <= 1.0
 
+    # reproduce: the same folds for Orion-MSP and the LightGBM baseline, and the must_beat check
+    code = main(
+        [
+            "reproduce",
+            "orion-msp",
+            "--run-root",
+            str(tmp_path / "reproduce"),
+            f"evaluation.checkpoint={checkpoint}",
+            "data.params.names=[wine]",
+            "evaluation.folds=2",
+            "evaluation.n_estimators=1",
+            "evaluation.device=cpu",
+        ]
+    )
+    assert code == 0  # not --strict: a claim that fails is reported, not an error
+    report = json.loads(next((tmp_path / "reproduce").rglob("reproduction.json")).read_text())
+    assert set(report["runs"]) == {"ours", "lightgbm"}
+    assert report["metrics"]["test/acc_mean"]["baselines"]["lightgbm"] > 0.8  # LightGBM on wine
+
 
 def test_cli_reports_bad_settings(tmp_path, capsys):
     root = str(tmp_path / "runs")

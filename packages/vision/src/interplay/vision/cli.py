@@ -18,9 +18,17 @@ DEFAULT_CONFIG = "vision-classification"
 
 
 def _load() -> None:
+    # task modules (TCPA, DCAL, MANIQA, TransDAE, ACAM-KD): each sub-package registers its entries
+    import importlib
+    import pkgutil
+
     import interplay.vision.data
     import interplay.vision.models
+    import interplay.vision.modules as modules
     import interplay.vision.tasks  # noqa: F401  (registers the entries)
+
+    for info in pkgutil.iter_modules(modules.__path__):
+        importlib.import_module(f"{modules.__name__}.{info.name}")
 
 
 def translate_model_option(argv: Sequence[str]) -> list[str]:

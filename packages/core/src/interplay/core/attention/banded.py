@@ -1,29 +1,34 @@
 """Exact gather-based attention for the block-sparse (BigBird-style) pattern of Orion-MSP.
 
 Bouadi et al., "Orion-MSP: Multi-Scale Sparse Attention for Tabular In-Context Learning" (Lexsi
-Labs, arXiv:2511.02818, 2025), Sec. 3.2: over tokens ``[special | features]`` the first ``n_global``
-tokens attend to and are attended by every token; a feature token ``i`` attends to the global
-tokens, to the features of its window band ``|i - j| <= window`` and to ``n_random`` random features
-(BigBird, Zaheer et al., 2020). :func:`interplay.core.attention.masks.block_sparse` describes the same
-pattern as a mask; this module computes it without the ``L x L`` score matrix:
+Labs, arXiv:2511.02818, 2025), multi-scale sparse attention: over tokens ``[special | features]``
+the first ``n_global`` tokens attend to and are attended by every token; a feature token ``i``
+attends to the global tokens, to the features of its window band ``|i - j| <= window`` and to
+``n_random`` random features (BigBird, Zaheer et al., 2020).
+:func:`interplay.core.attention.masks.block_sparse` describes the same pattern as a mask; this module
+computes it without the ``L x L`` score matrix:
 
-* global queries: dense attention over all ``L`` keys (``n_global x L`` scores);
-* feature queries: scores against the ``n_global`` global keys, the ``2 * window + 1`` band keys (one
-  shifted slice of the keys per offset, no gather copy) and the ``n_random`` random keys (one gather),
-  concatenated and normalised by **one** softmax, i.e. ``softmax(s)_j = exp(s_j - LSE(s))`` with the
-  log-sum-exp taken over the union of the three key sets. Band slots outside the feature range are
-  masked (keys before the features are the global keys, already counted) and a random link that falls
-  inside the band (the query itself included) is masked, so no key is counted twice.
+* global queries: dense attention over all ``L`` keys (``n_global x L`` scores, SDPA);
+* feature queries, in blocks of :data:`BAND_BLOCK` consecutive queries: scores against the
+  ``n_global`` global keys, against the block's window of ``block + 2 * window`` keys (one gather of
+  overlapping windows and one small matmul per block, masked to the exact band) and against the
+  ``n_random`` random keys (one gather), side by side in one buffer and normalised by **one** softmax,
+  i.e. ``softmax(s)_j = exp(s_j - LSE(s))`` with the log-sum-exp taken over the union of the three
+  key sets. Band slots outside the feature range are masked (keys before the features are the global
+  keys, already counted) and a random link that falls inside the band (the query itself included) is
+  masked, so no key is counted twice.
 
-Cost ``O(L * (n_global + 2 * window + 1 + n_random) * D)`` time and memory instead of ``O(L^2)``.
+Cost ``O(L * (n_global + block + 2 * window + n_random) * D)`` time and memory instead of ``O(L^2)``
+(the block trades a constant factor of band scores for matmuls instead of per-offset passes).
 Forward and backward go through autograd. The random links are
 :func:`~interplay.core.attention.masks.block_sparse_random_links`, the function the mask table uses,
 so for the same ``seed`` the two compute the same attention (tested against
-``attend(q, k, v, mask=block_sparse(...), backend="math")``).
+``attend(q, k, v, mask=block_sparse(...), backend="math")`` for outputs and gradients).
 
 On CUDA, compiled FlexAttention with the cached ``BlockMask`` (``attend(mask=block_sparse(...))``) is
 the fast path; this module is the CPU path for long feature sequences (training and inference:
-FlexAttention has no CPU backward in torch 2.13).
+FlexAttention has no CPU backward in torch 2.13). CPU SDPA's fused kernel wins below about 500 tokens
+and needs less memory (it never materialises scores); see ``benchmarks/tabular/orion_msp.py``.
 """
 
 from __future__ import annotations
@@ -160,23 +165,33 @@ def _feature_queries(
     if pad_end:
         qf = F.pad(qf, (0, 0, 0, pad_end))
     q_blocks = qf.unflatten(2, (n_blocks, block))  # [B, H, nb, b, D]
+    batch, heads = q.shape[0], q.shape[1]
+    n_links = links.shape[1]
+    # scores of the three key sets side by side: [globals | band window | random links]; one buffer
+    # filled slice by slice (no concatenated copy), normalised by one softmax below
+    scores = q.new_empty(batch, heads, n_blocks, block, n_global + span + n_links)
+    if n_global:
+        scores[..., :n_global] = (qf @ k[:, :, :n_global].transpose(-1, -2)).unflatten(2, (n_blocks, block))
     # block n sees feature keys [n * b - w, (n + 1) * b + w): one gather of overlapping windows
     k_win = k.index_select(2, window_keys).unflatten(2, (n_blocks, span))  # [B, H, nb, b + 2w, D]
-    v_win = v.index_select(2, window_keys).unflatten(2, (n_blocks, span))
-    scores = [(q_blocks @ k_win.transpose(-1, -2)).masked_fill(~band_valid, float("-inf"))]
-    if n_global:
-        scores.insert(0, (qf @ k[:, :, :n_global].transpose(-1, -2)).unflatten(2, (n_blocks, block)))
-    n_links = links.shape[1]
+    scores[..., n_global : n_global + span] = (q_blocks @ k_win.transpose(-1, -2)).masked_fill_(
+        ~band_valid, float("-inf")
+    )
+    del k_win
     if n_links:
         k_rand = k.index_select(2, links.reshape(-1)).unflatten(2, (n_feat, n_links))  # [B, H, Lf, R, D]
-        rand = (qf[:, :, :n_feat].unsqueeze(-2) * k_rand).sum(-1).masked_fill(~link_valid, float("-inf"))
+        # elementwise product and sum: R is tiny, and a batched matmul per query would be slow
+        rand = (qf[:, :, :n_feat].unsqueeze(-2) * k_rand).sum(-1).masked_fill_(~link_valid, float("-inf"))
+        del k_rand
         if pad_end:
             rand = F.pad(rand, (0, 0, 0, pad_end))  # padding queries: finite, discarded below
-        scores.append(rand.unflatten(2, (n_blocks, block)))
+        scores[..., n_global + span :] = rand.unflatten(2, (n_blocks, block))
     # one softmax over the union of the three key sets (their joint log-sum-exp); every feature query
     # has itself in its band, so no row is fully masked
-    probs = torch.cat(scores, dim=-1).softmax(dim=-1)
+    probs = scores.softmax(dim=-1)
+    del scores
 
+    v_win = v.index_select(2, window_keys).unflatten(2, (n_blocks, span))
     out = (probs[..., n_global : n_global + span] @ v_win).flatten(2, 3)
     if n_global:
         out = out + probs[..., :n_global].flatten(2, 3) @ v[:, :, :n_global]

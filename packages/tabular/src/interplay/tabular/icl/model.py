@@ -5,21 +5,21 @@ Learning" (Lexsi Labs, arXiv:2511.02818, 2025), extending TabICL (Qu, Holzmülle
 "TabICL: A Tabular Foundation Model for In-Context Learning on Large Data", ICML 2025). A table of
 ``n`` rows (the first ``T`` labelled: the context) and ``F`` features goes through four stages:
 
-1. **Column-wise embedding** (TabICL Sec. 3.2, "distribution-aware feature embedding"): each column's
+1. **Column-wise embedding** (TabICL's "distribution-aware feature embedding"): each column's
    values ``x_j in R^n`` are lifted to ``R^{n x d}`` by ``Linear(1, d)`` and passed through induced
    set-attention blocks (ISAB, Lee et al. 2019, Eq. 9-10): ``H = MAB(I, X_train)`` (inducing points
    ``I`` attend to the *training* rows only), ``X' = MAB(X, H)`` (every row reads ``H``). The cell
    embedding is ``e_ij = x_ij * W(X'_ij) + b(X'_ij)``; test rows never shape a column's statistics.
-2. **Multi-scale sparse row interaction** (Orion-MSP Sec. 3.2): the ``F`` cell embeddings of a row are
-   mean-pooled in groups of ``s`` consecutive features for every scale ``s in (1, 4, 16)``; each scale
-   has its own encoder stack over ``[CLS x 4 | GLOBAL x 2 | groups]`` with rotary positions (TabICL's
-   RoPE, base 100,000) and the block-sparse mask: special tokens <-> every token, groups see
-   ``|i - j| <= window`` (4) plus random links (BigBird). The CLS outputs are averaged over scales and
-   concatenated: the row embedding ``r_i in R^{4d}``.
-3. **Perceiver memory** (Orion-MSP Sec. 3.3): ``M`` latent slots are written by cross-attention from
-   the *training* rows only (then self-attention among the latents), and every row (train and test)
-   reads them by cross-attention (residual). Test rows never reach the memory.
-4. **ICL transformer** (TabICL Sec. 3.4): training rows get their label embedding added (label
+2. **Multi-scale sparse row interaction** (Orion-MSP's core contribution): the ``F`` cell
+   embeddings of a row are mean-pooled in groups of ``s`` consecutive features for every scale
+   ``s in (1, 4, 16)``; each scale has its own encoder stack over ``[CLS x 4 | GLOBAL x 2 | groups]``
+   with rotary positions (TabICL's RoPE, base 100,000) and the block-sparse mask: special tokens <->
+   every token, groups see ``|i - j| <= window`` (4) plus random links (BigBird). The CLS outputs are
+   averaged over scales and concatenated: the row embedding ``r_i in R^{4d}``.
+3. **Perceiver memory** (Orion-MSP's cross-component memory): ``M`` latent slots are written by
+   cross-attention from the *training* rows only (then self-attention among the latents), and every
+   row (train and test) reads them by cross-attention (residual). Test rows never reach the memory.
+4. **ICL transformer** (TabICL's dataset-wise ICL): training rows get their label embedding added (label
    injection), every row attends to the training rows only (test rows never see each other), and a
    head maps each test row to logits over ``max_classes`` (10) classes.
 
@@ -183,7 +183,7 @@ class CrossAttentionBlock(nn.Module):
 
 # -- 1. column-wise embedding ----------------------------------------------------------------------
 class InducedSetAttentionBlock(nn.Module):
-    """ISAB with training-only induction: ``H = MAB(I, X[:T])``, ``out = MAB(X, H)`` (TabICL Sec. 3.2)."""
+    """ISAB with training-only induction: ``H = MAB(I, X[:T])``, ``out = MAB(X, H)`` (TabICL)."""
 
     def __init__(self, dim: int, heads: int, num_inds: int, ff_factor: int, dropout: float) -> None:
         super().__init__()
@@ -198,7 +198,7 @@ class InducedSetAttentionBlock(nn.Module):
 
 
 class ColumnEmbedding(nn.Module):
-    """``x [B, n, F] -> e [B, n, F, d]``: per-column ISABs, then ``e = x * W(h) + b(h)`` (TabICL Eq. 2)."""
+    """``x [B, n, F] -> e [B, n, F, d]``: per-column ISABs, then ``e = x * W(h) + b(h)`` (TabICL)."""
 
     def __init__(self, dim: int, blocks: int, heads: int, num_inds: int, ff_factor: int, dropout: float):
         super().__init__()

@@ -1,6 +1,6 @@
 """Pre-training of :class:`~interplay.tabular.icl.model.OrionMSP` on synthetic priors, resumable.
 
-Orion-MSP (Bouadi et al., 2025, Sec. 4.1) and TabICL (Qu et al., 2025, Sec. 4.2) pre-train on batches
+Orion-MSP (Bouadi et al., 2025) and TabICL (Qu et al., 2025) pre-train on batches
 of synthetic tables (:mod:`interplay.tabular.icl.prior`): each step draws tables, uses their first
 ``T`` rows as context and minimises the cross-entropy of the other rows' labels (classes absent from a
 table are masked out of its logits). Optimiser: AdamW, linear warm-up then cosine decay of the learning

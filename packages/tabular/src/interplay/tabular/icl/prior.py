@@ -1,6 +1,6 @@
 """Synthetic classification tables for pre-training tabular in-context learners.
 
-TabICL (Qu et al., ICML 2025, Sec. 4.1 and App. B) and Orion-MSP (Bouadi et al., 2025, Sec. 4.1)
+TabICL (Qu et al., ICML 2025, "prior" section and appendix) and Orion-MSP (Bouadi et al., 2025)
 pre-train on tables drawn from structural causal models (SCMs), as TabPFN (Hollmann et al., 2023):
 
 * **MLP-SCM** (weight 0.7): root causes ``z ~ N(mu, sigma)`` or ``U(a, b)`` pass through a random MLP
