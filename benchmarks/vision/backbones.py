@@ -9,9 +9,10 @@ Per model (or those matching ``--models``):
 - CPU inference throughput in images/s (``torch.inference_mode``, fp32, batch ``--batch`` = 32 at the
   model's input size, 224 for most; median of ``--repeats`` timed calls after a warm-up;
   ``--quick``: batch 4, 2 repeats, which keeps a sweep of the whole zoo near ten minutes on 2 cores);
-- CPU peak memory: the rise of the process's peak resident set size (``VmHWM``, reset through
-  ``/proc/self/clear_refs`` before the timed calls) over its resident size before them, i.e. weights
-  already loaded are excluded and activations, workspaces and allocator slack are included;
+- CPU peak memory: the peak of the tensor memory allocated during one forward pass above what
+  was allocated before it (activations and kernel workspaces; weights and input excluded), from
+  ``torch.profiler``'s allocation records (the process's RSS cannot tell: the C library keeps freed
+  memory resident, so a second model reuses the first one's pages);
 - with CUDA (``--cuda``, default when available): fp32 throughput, bf16 autocast + channels-last, and
   the same under ``torch.compile`` (``--compile``), with ``torch.cuda.max_memory_allocated``.
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import re
 import sys
 import time
 from pathlib import Path
@@ -40,22 +40,21 @@ from interplay.core.cli import format_table
 from interplay.vision.models import MODEL_CFGS, count_gmacs, count_parameters, create_model, list_models
 
 
-def _status(key: str) -> int | None:
-    """A ``/proc/self/status`` field in KiB (``None`` off Linux)."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.M)
-    return int(match.group(1)) if match else None
+def peak_forward_memory_mb(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Peak of the tensor memory allocated during one forward pass above what was allocated before
+    it (weights and input excluded), in MiB: the running sum of the allocation / free records of
+    ``torch.profiler`` (``profile_memory=True``), i.e. what the CPU allocator handed out, whatever
+    the C library keeps resident afterwards."""
+    from torch.profiler import ProfilerActivity, profile
 
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(x)
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for e in sorted(records, key=lambda e: e.start_ns()):
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 def gmacs_of(model: torch.nn.Module, size: int) -> float:
@@ -71,15 +70,11 @@ def cpu_row(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict
     row: dict = {"model": name, "family": MODEL_CFGS[name]["family"], "size": size, "params_m": params / 1e6}
     row["gmacs"] = gmacs_of(model, size)
     x = torch.randn(batch, 3, size, size)
-    gc.collect()
-    rss_before = _status("VmRSS")
-    reset = _reset_peak_rss()
     with torch.inference_mode():
         timing = time_call(lambda: model(x), warmup=warmup, repeats=repeats)
-    peak = _status("VmHWM")
     row["cpu_img_s"] = batch / timing["median_s"]
     row["cpu_s_per_batch"] = timing["median_s"]
-    row["cpu_peak_mb"] = (peak - rss_before) / 1024 if reset and peak and rss_before else None
+    row["cpu_peak_mb"] = peak_forward_memory_mb(model, x)  # one more, untimed pass under the profiler
     return row
 
 
@@ -220,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "sizes": "each model's input_size" if args.size is None else args.size,
         "cpu_timing": "median wall time of a forward pass, torch.inference_mode, fp32",
-        "cpu_peak": "VmHWM rise over VmRSS during the timed calls (peak RSS reset via /proc/self/clear_refs)",
+        "cpu_peak": "peak tensor memory of one forward above the weights (torch.profiler allocation records)",
         "gmacs": "count_gmacs at the input size, SDPA's math backend (attention products counted)",
         "cuda": use_cuda,
         "machine": machine(),

@@ -77,10 +77,10 @@ def test_features_carry_signal_about_the_class():
         batch = sampler.batch(step)
         t = batch["train_size"]
         for x, y in zip(batch["x"].numpy(), batch["y"].numpy()):
-            forest = RandomForestClassifier(50, random_state=0, n_jobs=1).fit(x[:t], y[:t])
+            forest = RandomForestClassifier(20, random_state=0, n_jobs=1).fit(x[:t], y[:t])
             majority = np.bincount(y[:t]).argmax()
             gains.append((forest.predict(x[t:]) == y[t:]).mean() - (y[t:] == majority).mean())
-    assert np.mean(gains) > 0.05  # measured 0.11 (synthetic priors are noisy by design)
+    assert np.mean(gains) > 0.05  # measured 0.10 (synthetic priors are noisy by design)
 
 
 def test_random_tree_of_depth_one_is_a_stump():

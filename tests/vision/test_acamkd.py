@@ -329,6 +329,8 @@ def test_bad_settings_name_the_input(tmp_path):
         acamkd(teacher="vit_pico_patch4_32", teacher_indices=[5], **kw)
     with pytest.raises(ConfigError, match="pair up"):
         acamkd(teacher="vit_pico_patch4_32", student_indices=[0, 0], teacher_indices=[0], **kw)
+    with pytest.raises(ConfigError, match="teacher_params"):
+        acamkd(**{**kw, "teacher_params": {"depht": 1}}, teacher="vit_pico_patch4_32")
     with pytest.raises(ConfigError, match="num_masks"):
         acamkd(teacher="vit_pico_patch4_32", num_masks=0, **kw)
     with pytest.raises(ConfigError, match="needs the 'acamkd' model"):

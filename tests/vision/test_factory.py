@@ -85,3 +85,36 @@ def test_pretrained_weights_are_looked_up_offline(tmp_path, monkeypatch):
     (tmp_path / "davit_tiny.safetensors").write_bytes(b"")
     monkeypatch.setenv("INTERPLAY_WEIGHTS", str(tmp_path))
     assert _weights_path("davit_tiny", None) == tmp_path / "davit_tiny.safetensors"
+
+
+def test_create_model_reads_run_checkpoints_and_picks_the_newest_match(tmp_path):
+    from interplay.vision.models import create_model
+
+    trained = create_model("vit_pico_patch4_32", num_classes=3)
+    ema = create_model("vit_pico_patch4_32", num_classes=3)
+    student = create_model("vit_pico_patch4_32", num_classes=3)
+    # a plain run: the task module's keys under "model.", its EMA copy under "model_ema.module."
+    run = {f"model.{k}": v for k, v in trained.state_dict().items()}
+    for stamp in ("2026-01-01", "2026-02-01"):
+        (tmp_path / stamp).mkdir()
+    torch.save({"state_dict": run}, tmp_path / "2026-01-01" / "best.ckpt")
+    with_ema = run | {f"model_ema.module.{k}": v for k, v in ema.state_dict().items()}
+    torch.save({"state_dict": with_ema}, tmp_path / "2026-02-01" / "best.ckpt")
+    plain = create_model(
+        "vit_pico_patch4_32", num_classes=3, pretrained_file=tmp_path / "2026-01-01" / "best.ckpt"
+    )
+    torch.testing.assert_close(plain.head.fc.weight, trained.head.fc.weight)
+    newest = create_model(
+        "vit_pico_patch4_32", num_classes=3, pretrained_file=str(tmp_path / "*" / "best.ckpt")
+    )
+    torch.testing.assert_close(newest.head.fc.weight, ema.head.fc.weight)  # the newer run, its EMA weights
+    # an acamkd run holds a teacher and a student: the student is what a backbone is built from
+    kd = {f"model.student.{k}": v for k, v in student.state_dict().items()}
+    kd |= {f"model.teacher.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": kd}, tmp_path / "kd.ckpt")
+    loaded = create_model("vit_pico_patch4_32", num_classes=3, pretrained_file=tmp_path / "kd.ckpt")
+    torch.testing.assert_close(loaded.head.fc.weight, student.head.fc.weight)
+    with pytest.raises(DataError, match="pretrained_file: no file matches"):
+        create_model("vit_pico_patch4_32", pretrained_file=str(tmp_path / "nothing-*" / "best.ckpt"))
+    with pytest.raises(DataError, match="pretrained_file .*missing.pt does not exist"):
+        create_model("vit_pico_patch4_32", pretrained_file=tmp_path / "missing.pt")

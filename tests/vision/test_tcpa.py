@@ -234,7 +234,7 @@ def test_backbone_weights_from_an_interplay_run_checkpoint(tmp_path):
     run = tmp_path / "runs" / "20260101-000000" / "checkpoints"
     run.mkdir(parents=True)
     state = {f"model.{k}": v for k, v in source.state_dict().items()}
-    state["model_ema.module.cls_token"] = torch.zeros(1, 1, 64)  # other task keys are ignored
+    state["criterion.weight"] = torch.zeros(3)  # other task keys are ignored
     torch.save({"state_dict": state, "epoch": 3}, run / "best-epoch003.ckpt")
     vit = build_vit_backbone(
         "vit_pico_patch4_32",

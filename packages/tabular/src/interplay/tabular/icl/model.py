@@ -63,8 +63,8 @@ __all__ = [
 ]
 
 # On CPU the gather path beats SDPA with a dense mask from about this many tokens per row
-# (benchmarks/tabular/orion_msp.py: forward + backward break even near 500 tokens, forward alone
-# near 1,000; below, SDPA's fused kernel wins).
+# (benchmarks/tabular/orion_msp.py: forward and forward + backward both break even near 500 tokens;
+# below, SDPA's fused kernel wins).
 BANDED_MIN_TOKENS = 512
 ROW_ATTENTION_PATHS = ("auto", "banded", "masked")
 
@@ -358,7 +358,12 @@ class PerceiverMemory(nn.Module):
         self.num_latents = num_latents
         if num_latents == 0:
             return
-        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        # unit-scale latents (as Perceiver implementations, e.g. lucidrains' perceiver-pytorch): with
+        # 0.02-scale latents every slot's residual is swamped by the same near-uniform average of the
+        # training rows, the slots collapse onto one vector, the read returns the same vector to
+        # every row whatever its content, and pre-training sits on a majority-class plateau
+        # (docs/reproductions/orion-msp.md, "Diagnosis"; tests/tabular/test_orion_model.py)
+        self.latents = nn.Parameter(torch.randn(num_latents, dim))
         self.write = nn.ModuleList(CrossAttentionBlock(dim, heads, ff_factor, dropout) for _ in range(layers))
         self.mix = nn.ModuleList(CrossAttentionBlock(dim, heads, ff_factor, dropout) for _ in range(layers))
         self.read = CrossAttentionBlock(dim, heads, ff_factor, dropout)

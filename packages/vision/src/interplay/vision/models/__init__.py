@@ -21,6 +21,8 @@ from interplay.vision.models.factory import (
     model_cfg,
     read_state_dict,
     register_model,
+    resolve_weights_file,
+    run_state_dict,
 )
 
 _SHARED = {"base", "factory", "layers"}
@@ -43,4 +45,6 @@ __all__ = [
     "model_cfg",
     "read_state_dict",
     "register_model",
+    "resolve_weights_file",
+    "run_state_dict",
 ]

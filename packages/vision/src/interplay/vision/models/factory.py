@@ -14,12 +14,17 @@ so the CLI lists and builds them like every other domain's models::
 ``pretrained=True`` never downloads: it reads ``pretrained_file`` (``.safetensors``, ``.pt``,
 ``.pth``, ``.bin``) or ``$INTERPLAY_WEIGHTS/<name>.safetensors`` / ``.pth``, remaps official key
 names with the model's ``checkpoint_filter_fn`` when it has one, and drops a classifier whose shape
-does not match ``num_classes``.
+does not match ``num_classes``. ``pretrained_file`` may also be the checkpoint of an
+``interplay-vision train`` run (its EMA weights when it kept them; the distilled student of an
+``acamkd`` run) and may be a glob pattern, e.g.
+``runs/vision/tcpa-digits-upstream/*/checkpoints/best-*.ckpt``: the last match in sorted order is
+used, i.e. the newest run, as run directories are timestamped.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -109,7 +114,15 @@ def create_model(
     model.pretrained_cfg = {k: v for k, v in cfg.items() if k != "checkpoint_filter_fn"}
     if pretrained or pretrained_file is not None:
         path = _weights_path(name, pretrained_file)
-        load_checkpoint(model, path, filter_fn=cfg["checkpoint_filter_fn"], num_classes=num_classes)
+        official = cfg["checkpoint_filter_fn"]
+
+        def remap(state: dict[str, Tensor], target: nn.Module) -> dict[str, Tensor]:
+            run = run_state_dict(state)
+            if run is not state:  # one of our run checkpoints: keys are ours already
+                return run
+            return official(state, target) if official is not None else state
+
+        load_checkpoint(model, path, filter_fn=remap, num_classes=num_classes)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     if features_only:
@@ -123,12 +136,37 @@ def _load_models() -> None:
     import interplay.vision.models  # noqa: F401  (registers the zoo)
 
 
+def resolve_weights_file(pattern: str | os.PathLike, what: str = "pretrained_file") -> Path:
+    """``pattern`` itself, or its last match in sorted order (the newest timestamped run directory)
+    when it holds ``*``, ``?`` or ``[``; ``what`` names the setting in the error when nothing is there."""
+    text = os.path.expanduser(str(pattern))
+    if not any(ch in text for ch in "*?["):
+        path = Path(text)
+        if not path.is_file():
+            raise DataError(f"{what} {path} does not exist")
+        return path
+    matches = sorted(m for m in glob.glob(text) if os.path.isfile(m))
+    if not matches:
+        raise DataError(f"{what}: no file matches '{text}' (train that model first)")
+    return Path(matches[-1])
+
+
+def run_state_dict(state: dict[str, Tensor], prefix: str | None = None) -> dict[str, Tensor]:
+    """The model weights of one of our run checkpoints, keyed as the model's own: the EMA copy
+    (``model_ema.module.``, what was validated) before the trained one (``model.``); with
+    ``prefix=None`` the student of an ``acamkd`` run (``model.student.``) first, then a plain
+    ``interplay-vision train`` run. Any other state dict (an official file) is returned as is."""
+    prefixes = ["student.", ""] if prefix is None else [prefix]
+    for head in (f"{root}{p}" for p in prefixes for root in ("model_ema.module.", "model.")):
+        picked = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
+        if picked:
+            return picked
+    return state
+
+
 def _weights_path(name: str, pretrained_file: str | os.PathLike | None) -> Path:
     if pretrained_file is not None:
-        path = Path(pretrained_file)
-        if not path.is_file():
-            raise DataError(f"pretrained_file {path} does not exist")
-        return path
+        return resolve_weights_file(pretrained_file)
     root = os.environ.get("INTERPLAY_WEIGHTS")
     if root:
         for ext in (".safetensors", ".pth", ".pt", ".bin"):

@@ -33,7 +33,6 @@ the fusion attention and the mask generators train with the student and are drop
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from torch import Tensor, nn
 
 from interplay.core.errors import ConfigError, DataError
 from interplay.core.nn import MultiHeadAttention
-from interplay.vision.models import create_model, load_checkpoint, model_cfg, read_state_dict
+from interplay.vision.models import create_model, read_state_dict, resolve_weights_file, run_state_dict
 from interplay.vision.models.base import VisionBackbone
 from interplay.vision.models.vit import VisionTransformer
 
@@ -430,34 +429,6 @@ def _check_indices(model: VisionBackbone, indices: Sequence[int], what: str) -> 
 # ---------------------------------------------------------------------------------------------
 # weights: teacher / student checkpoints in, distilled student out
 # ---------------------------------------------------------------------------------------------
-def resolve_checkpoint(pattern: str | os.PathLike, what: str = "checkpoint") -> Path:
-    """``pattern`` itself, or its last match in sorted order (the newest timestamped run directory)
-    when it holds ``*``, ``?`` or ``[``."""
-    text = os.path.expanduser(str(pattern))
-    if not any(ch in text for ch in "*?["):
-        path = Path(text)
-        if not path.is_file():
-            raise DataError(f"acamkd: {what} {path} does not exist")
-        return path
-    matches = sorted(m for m in glob.glob(text) if os.path.isfile(m))
-    if not matches:
-        raise DataError(f"acamkd: {what}: no file matches '{text}' (train that model first)")
-    return Path(matches[-1])
-
-
-def backbone_state(state: dict[str, Tensor], prefix: str | None = None) -> dict[str, Tensor]:
-    """A run checkpoint's backbone weights, keyed as the backbone's own: the EMA copy
-    (``model_ema.module.``, what was validated) before ``model.``; with ``prefix=None`` the student
-    of an ``acamkd`` run (``model.student.``) first, then a plain ``interplay-vision train`` run.
-    Other checkpoints (official files) pass unchanged."""
-    prefixes = ["student.", ""] if prefix is None else [prefix]
-    for head in (f"{root}{p}" for p in prefixes for root in ("model_ema.module.", "model.")):
-        picked = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
-        if picked:
-            return picked
-    return state
-
-
 def load_backbone(
     name: str,
     num_classes: int,
@@ -466,25 +437,18 @@ def load_backbone(
     what: str,
 ) -> VisionBackbone:
     """``create_model(name, num_classes=num_classes, **params)`` with the weights of ``pretrained_file``
-    (an ``interplay-vision train`` checkpoint, or an official one remapped by the model's filter)."""
+    (an ``interplay-vision train`` or ``acamkd`` run checkpoint, or an official one remapped by the
+    model's filter; a glob pattern picks the newest run)."""
+    path = None
+    if pretrained_file is not None:
+        path = resolve_weights_file(pretrained_file, f"acamkd: {what}_pretrained_file")
     try:
-        model = create_model(name, num_classes=num_classes, **(params or {}))
+        model = create_model(name, num_classes=num_classes, pretrained_file=path, **(params or {}))
     except TypeError as err:  # a factory forwarding **kwargs to its class: name the config key
         raise ConfigError(f"acamkd: {what}_params {dict(params or {})} do not fit '{name}': {err}") from err
     if not isinstance(model, VisionBackbone):
         raise ConfigError(f"acamkd: {what} '{name}' is not a registry backbone")
-    if pretrained_file is not None:
-        path = resolve_checkpoint(pretrained_file, f"{what}_pretrained_file")
-        official = model_cfg(name)["checkpoint_filter_fn"]
-
-        def remap(state: dict[str, Tensor], target: nn.Module) -> dict[str, Tensor]:
-            run = backbone_state(state)
-            if run is not state:
-                return run
-            return official(state, target) if official is not None else state
-
-        load_checkpoint(model, path, filter_fn=remap, num_classes=num_classes)
-    elif what == "teacher":
+    if path is None and what == "teacher":
         warnings.warn(
             f"acamkd: the teacher '{name}' has random weights (set model.params.teacher_pretrained_file)",
             stacklevel=3,
@@ -496,8 +460,8 @@ def export_student(checkpoint: str | os.PathLike, output: str | os.PathLike) -> 
     """Write the distilled student's weights of an ``acamkd`` run ``checkpoint`` to ``output``
     (``.safetensors`` or a torch file), keyed as ``create_model(<student>)`` expects, so that
     ``create_model(student, pretrained_file=output)`` loads it. The EMA weights win when present."""
-    state = read_state_dict(resolve_checkpoint(checkpoint))
-    student = backbone_state(state, "student.")
+    state = read_state_dict(resolve_weights_file(checkpoint, "acamkd: checkpoint"))
+    student = run_state_dict(state, "student.")
     if student is state:
         raise DataError(f"acamkd: {checkpoint} holds no 'model.student.*' weights (not an acamkd run)")
     out = Path(output)

@@ -434,6 +434,13 @@ class ReIDFolder(ReIDDataModule):
         self.train_ids = sorted({pid for _, pid, _ in self.samples["train"]})
         self._set_identities(len(self.train_ids))
 
+    @staticmethod
+    def download(root: str | None = None) -> str:
+        return (
+            "Market-1501 and MSMT17 are distributed by their authors under their own terms (no public "
+            "checksummed URL): obtain them there and pass data.root=<extracted folder>"
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return

@@ -67,6 +67,7 @@ def maniqa(
     drop: float = 0.1,
     drop_path_rate: float = 0.1,
     released_reshape: bool = False,
+    score_bias_init: float = 0.5,
 ) -> MANIQA:
     """MANIQA on the registry ViT ``backbone`` (paper: ViT-B/8 at 224, blocks 6-9, 768 wide), with the
     ViT weights of ``pretrained_file`` (an official timm / Hugging Face checkpoint) when given."""
@@ -90,6 +91,7 @@ def maniqa(
         drop=drop,
         drop_path_rate=drop_path_rate,
         released_reshape=released_reshape,
+        score_bias_init=score_bias_init,
     )
 
 

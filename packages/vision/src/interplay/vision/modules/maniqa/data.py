@@ -411,10 +411,8 @@ def write_synthetic_iqa(
 ) -> Path:
     """Write a synthetic IQA set in KADID-10k's layout and return the path of its ``dmos.csv``.
 
-    Reference ``k`` is a random square crop (12-30 % of the shorter side, at least ``image_size``) of
-    one of scikit-image's bundled images, resized to ``image_size``: reduced at most about 3 times, so it
-    looks like a photograph rather than a thumbnail (stronger reductions turn most content into fine
-    texture that masks noise and blur); each gets every distortion at ``levels`` severities
+    Reference ``k`` is a random square crop (35-90 % of the shorter side) of one of scikit-image's
+    bundled images, resized to ``image_size``; each gets every distortion at ``levels`` severities
     (:func:`severities`) with MOS :func:`synthetic_mos`. Files: ``images/I{k}.png`` (references),
     ``images/I{k}_{d}_{l}.png`` (distortion ``d``, level ``l``, 1-based as in KADID), ``dmos.csv``.
     The folder is written elsewhere first and moved into place, so a half-written set never appears.
@@ -440,7 +438,7 @@ def write_synthetic_iqa(
         for k in range(n_references):
             src = sources[k % len(sources)]
             h, w = src.shape[:2]
-            side = min(min(h, w), max(image_size, int(rng.uniform(0.12, 0.3) * min(h, w))))
+            side = int(rng.uniform(0.35, 0.9) * min(h, w))
             top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
             ref = Image.fromarray(src[top : top + side, left : left + side]).resize(
                 (image_size, image_size), Image.Resampling.LANCZOS

@@ -33,6 +33,8 @@ Differences from the released ``models/maniqa.py`` / ``models/swin.py``:
 * ViT blocks after the last feature layer, the final norm and the classifier are never used by
   MANIQA; we drop them (``prune_backbone=True``) instead of running the whole ViT and hooking it.
 * The score is computed for the whole batch at once (the released loop runs one image at a time).
+* The score branch's last bias starts at 0.5 (``score_bias_init``), not PyTorch's default, so that
+  training from scratch cannot start with every token in the final ReLU's zero region.
 """
 
 from __future__ import annotations
@@ -278,6 +280,8 @@ class MANIQA(nn.Module):
         drop: dropout of the TABs, the SSTB input and the score / weight MLPs (0.1).
         released_reshape: reproduce the released TAB's token/channel re-read (see module docstring).
         prune_backbone: drop the ViT blocks after the last feature layer, its norm and classifier.
+        score_bias_init: initial bias of the score branch's last layer (0.5; the released code keeps
+            PyTorch's default, which can leave every score in the final ReLU's dead zone from scratch).
     """
 
     def __init__(
@@ -296,6 +300,7 @@ class MANIQA(nn.Module):
         drop_path_rate: float = 0.1,
         released_reshape: bool = False,
         prune_backbone: bool = True,
+        score_bias_init: float = 0.5,
     ) -> None:
         super().__init__()
         if not isinstance(vit, VisionTransformer):
@@ -342,6 +347,9 @@ class MANIQA(nn.Module):
         self.fc_weight = nn.Sequential(
             nn.Linear(half, half), nn.ReLU(), nn.Dropout(drop), nn.Linear(half, 1), nn.Sigmoid()
         )
+        # the score ends in a ReLU: start it at the middle of the [0, 1] normalised score range, so
+        # that no token starts (and, trained from scratch, stays) in the ReLU's flat zero region
+        nn.init.constant_(self.fc_score[3].bias, score_bias_init)
 
     def features(self, x: Tensor) -> Tensor:
         """The concatenated ViT patch tokens ``[B, len(feature_layers) * D, N]``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interplay.vision.modules.tcpa.backbone import build_vit_backbone, resolve_weights
+from interplay.vision.modules.tcpa.backbone import build_vit_backbone
 from interplay.vision.modules.tcpa.data import DigitsClasses
 from interplay.vision.modules.tcpa.model import (
     PAPER,
@@ -75,7 +75,6 @@ __all__ = [
     "TCPAViT",
     "DigitsClasses",
     "build_vit_backbone",
-    "resolve_weights",
     "cosine_topk",
     "selection_mask",
     "tcpa_added_parameters",
