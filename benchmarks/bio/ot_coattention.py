@@ -35,14 +35,13 @@ import importlib.util
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from interplay.core.bench import save_results, summarize
+from interplay.core.bench import PeakRSS, save_results, summarize
 from interplay.core.cli import format_table
 from interplay.core.data import atomic_save
 
@@ -134,11 +133,6 @@ def time_row(fn, patches, genes, mode: str, device: str, repeats: int) -> dict:
 # ---------------------------------------------------------------------------- peak memory
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _memory_child(queue, configs, threads: int, baseline: str | None) -> None:
     torch.set_num_threads(threads)
     table = methods(baseline)
@@ -149,21 +143,9 @@ def _memory_child(queue, configs, threads: int, baseline: str | None) -> None:
     results = {}
     for n, method, mode in configs:
         patches, genes = make_inputs(n, "cpu")
-        before = _rss_bytes()
-        peak = [before]
-        done = threading.Event()
-
-        def sample(peak=peak, done=done) -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], _rss_bytes())
-                time.sleep(0.001)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        run_once(table[method], patches, genes, mode)
-        done.set()
-        sampler.join()
-        results[(n, method, mode)] = (max(peak[0], _rss_bytes()) - before) / 2**20
+        with PeakRSS(interval=0.001) as mem:
+            run_once(table[method], patches, genes, mode)
+        results[(n, method, mode)] = mem.peak / 2**20
         del patches, genes
     queue.put(results)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ if "MALLOC_MMAP_THRESHOLD_" not in os.environ and __name__ == "__main__":
 import torch  # noqa: E402
 
 from interplay.core.attention import attend, block_sparse, causal, masks, sinks, sliding_window  # noqa: E402
-from interplay.core.bench import save_results, synchronize, time_call  # noqa: E402
+from interplay.core.bench import PeakRSS, save_results, synchronize, time_call  # noqa: E402
 from interplay.core.cli import format_table  # noqa: E402
 
 MASKS = {
@@ -42,34 +41,6 @@ MASKS = {
 }
 # memory budget for materialising S x S tensors (math keeps scores and probabilities per head)
 MAX_DENSE_BYTES = 6 * 2**30
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples the resident set in a thread; ``peak`` is the growth over the baseline."""
-
-    def __enter__(self):
-        self.base = rss_bytes()
-        self.peak_abs = self.base
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak_abs = max(self.peak_abs, rss_bytes())
-            time.sleep(0.0005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._thread.join()
-        self.peak_abs = max(self.peak_abs, rss_bytes())
-        self.peak = self.peak_abs - self.base
 
 
 def measure(fn, device, repeats):

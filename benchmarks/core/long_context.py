@@ -43,7 +43,6 @@ import ctypes.util
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from interplay.core.attention.recurrent import rat_attention
 from interplay.core.attention.rope import RotaryEmbedding
 from interplay.core.attention.sparse import moba_attention
 from interplay.core.attention.streaming import SinkKVCache
-from interplay.core.bench import save_results, synchronize, time_call
+from interplay.core.bench import PeakRSS, save_results, synchronize, time_call
 from interplay.core.cli import format_table
 
 HEADS, HEAD_DIM = 8, 64
@@ -97,34 +96,6 @@ def mmap_large_buffers():
         yield
     finally:
         _mallopt(MMAP_THRESHOLD_TIMING)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples the resident set in a thread; ``peak`` is the growth over the baseline."""
-
-    def __enter__(self):
-        self.base = rss_bytes()
-        self.peak_abs = self.base
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak_abs = max(self.peak_abs, rss_bytes())
-            time.sleep(0.0005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._thread.join()
-        self.peak_abs = max(self.peak_abs, rss_bytes())
-        self.peak = self.peak_abs - self.base
 
 
 def peak_memory(fn, device) -> int:

@@ -3,11 +3,13 @@
 Per model (or those matching ``--models``):
 
 - parameters, counted on the meta device;
-- GMACs of one image at the model's ``input_size`` (``count_gmacs``, with SDPA forced to its math
+- GMACs of one image at the benchmark size (``count_gmacs``, with SDPA forced to its math
   backend so that the attention products are counted: torch's FLOP counter has no formula for the
   CPU flash kernel SDPA picks otherwise);
-- CPU inference throughput in images/s (``torch.inference_mode``, fp32, batch ``--batch`` = 32 at the
-  model's input size, 224 for most; median of ``--repeats`` timed calls after a warm-up;
+- CPU inference throughput in images/s (``torch.inference_mode``, fp32, batch ``--batch`` = 32 at
+  ``--size`` = 224 for every model (``--size native``: each model's own ``input_size``, e.g. 600 for
+  HaloNet-H7; a model that cannot run at 224, such as the 32-pixel test ViT, falls back to its own);
+  median of ``--repeats`` timed calls after a warm-up;
   ``--quick``: batch 4, 2 repeats, which keeps a sweep of the whole zoo near ten minutes on 2 cores);
 - CPU peak memory: the peak of the tensor memory allocated during one forward pass above what
   was allocated before it (activations and kernel workspaces; weights and input excluded), from
@@ -19,8 +21,9 @@ Per model (or those matching ``--models``):
 Prints one table, writes ``benchmarks/results/vision_backbones.json`` and a throughput-vs-GMACs
 scatter plot ``vision_backbones.png``::
 
-    python benchmarks/vision/backbones.py --quick               # whole zoo, ~10 minutes on 2 cores
-    python benchmarks/vision/backbones.py --models 'davit_*'    # batch 32 at 224
+    python benchmarks/vision/backbones.py --threads 1 --repeats 2   # whole zoo, batch 32 at 224
+    python benchmarks/vision/backbones.py --quick                   # batch 4
+    python benchmarks/vision/backbones.py --models 'halonet_*' --size native
     python benchmarks/vision/backbones.py --cuda --compile --models 'vit_*' --name vision_backbones_gpu
 """
 
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="*", help="shell pattern of model names (default: all)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 32, --quick 4)")
     parser.add_argument(
-        "--size", type=int, default=None, help="input size for every model (default: each model's)"
+        "--size", default="224", help="input size for every model (default 224; 'native': each model's own)"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3, --quick 2)")
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 repeats")
@@ -176,19 +179,28 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         parser.error(f"no registered model matches '{args.models}'")
 
+    if args.size != "native" and not args.size.isdigit():
+        parser.error(f"--size must be a number of pixels or 'native', got '{args.size}'")
     rows = []
     for name in names:
-        size = args.size or MODEL_CFGS[name]["input_size"]
+        native = MODEL_CFGS[name]["input_size"]
+        sizes = (
+            [native] if args.size == "native" else [int(args.size)] + [native] * (int(args.size) != native)
+        )
         start = time.perf_counter()
-        row: dict = {"model": name, "family": MODEL_CFGS[name]["family"], "size": size}
-        try:
-            if not args.no_cpu:
-                row = cpu_row(name, size, batch, 1, repeats)
-            if use_cuda:
-                row.update(cuda_rows(name, size, args.cuda_batch or args.batch or 64, 3, 10, args.compile))
-        except Exception as err:  # a model that cannot run at this size is reported, not fatal
-            row["error"] = f"{type(err).__name__}: {err}"[:300]
-        row["paper_gmacs"] = MODEL_CFGS[name]["paper_gmacs"]
+        for size in sizes:  # the requested size, then the model's own if it cannot run at that one
+            row: dict = {"model": name, "family": MODEL_CFGS[name]["family"], "size": size}
+            try:
+                if not args.no_cpu:
+                    row = cpu_row(name, size, batch, 1, repeats)
+                if use_cuda:
+                    row.update(
+                        cuda_rows(name, size, args.cuda_batch or args.batch or 64, 3, 10, args.compile)
+                    )
+                break
+            except Exception as err:  # a model that cannot run at this size is reported, not fatal
+                row["error"] = f"{type(err).__name__}: {err}"[:300]
+        row["paper_gmacs"] = MODEL_CFGS[name]["paper_gmacs"] if row["size"] == native else None
         row["bench_s"] = time.perf_counter() - start
         rows.append(row)
         print(f"{name}: {row.get('cpu_img_s', row.get('cuda_fp32_img_s', row.get('error')))}", flush=True)
@@ -213,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch": batch,
         "repeats": repeats,
         "quick": args.quick,
-        "sizes": "each model's input_size" if args.size is None else args.size,
+        "sizes": "each model's input_size"
+        if args.size == "native"
+        else f"{args.size} (own size if it fails)",
         "cpu_timing": "median wall time of a forward pass, torch.inference_mode, fp32",
         "cpu_peak": "peak tensor memory of one forward above the weights (torch.profiler allocation records)",
         "gmacs": "count_gmacs at the input size, SDPA's math backend (attention products counted)",

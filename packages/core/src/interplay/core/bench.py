@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,3 +81,46 @@ def save_results(
         },
     )
     return path
+
+
+def rss_bytes() -> int:
+    """The process's resident set size in bytes (Linux ``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+class PeakRSS:
+    """Peak resident-memory growth of a block, sampled from a thread every ``interval`` seconds::
+
+        with PeakRSS() as mem:
+            run()
+        mem.peak  # bytes above the resident size at entry
+
+    The C library keeps freed memory resident, so measure one configuration per fresh process (or
+    after ``malloc_trim``) when earlier work may have left pages behind."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.interval = interval
+        self.base = self.peak_abs = self.peak = 0
+
+    def __enter__(self) -> PeakRSS:
+        self.base = rss_bytes()
+        self.peak_abs = self.base
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self.peak_abs = max(self.peak_abs, rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak_abs = max(self.peak_abs, rss_bytes())
+        self.peak = self.peak_abs - self.base
