@@ -232,6 +232,26 @@ def test_gqa_and_cross_lengths():
     torch.testing.assert_close(ref[:, :, -1:], last, atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dqk, dv", [(8, 24), (24, 8)])
+def test_sdpa_with_a_different_value_head_size_matches_math(dqk, dv):
+    """CPU SDPA pads the narrower side to stay on its fused kernel: values and gradients unchanged."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 9, dqk, generator=gen, requires_grad=True)
+    k = torch.randn(2, 2, 13, dqk, generator=gen, requires_grad=True)
+    v = torch.randn(2, 2, 13, dv, generator=gen, requires_grad=True)
+    bias = torch.randn(4, 9, 13, generator=gen)
+    for kw in ({"mask": causal()}, {"bias": bias}, {}):
+        ref = attend(q, k, v, backend="math", **kw)
+        out = attend(q, k, v, backend="sdpa", **kw)
+        assert out.shape == (2, 4, 9, dv)
+        torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+        for g, r in zip(grads, ref_grads):
+            assert g.shape == r.shape
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+
+
 def test_lse_matches_between_math_and_flex():
     q, k, v = qkv()
     spec = key_padding([0, 30]) & causal()

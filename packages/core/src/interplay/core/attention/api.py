@@ -227,9 +227,7 @@ def _sdpa(q, k, v, mask, bias, scale, dropout_p):
     lq, lk = q.shape[2], k.shape[2]
     gqa = q.shape[1] != k.shape[1]
     if _is_plain_causal(mask) and bias is None and lq == lk:
-        return F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
-        )
+        return _fused_sdpa(q, k, v, is_causal=True, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
     dense = _dense_mask(mask, q, k)
     row_visible = None
     attn_mask = None
@@ -242,12 +240,30 @@ def _sdpa(q, k, v, mask, bias, scale, dropout_p):
         if attn_mask is not None:
             additive = additive.masked_fill(~attn_mask, float("-inf"))
         attn_mask = additive
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
-    )
+    out = _fused_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
     if row_visible is not None and not bool(row_visible.all()):
         out = out.masked_fill(~row_visible, 0.0)
     return out
+
+
+def _fused_sdpa(q: Tensor, k: Tensor, v: Tensor, *, scale: float, **kwargs) -> Tensor:
+    """``F.scaled_dot_product_attention`` that keeps CPU on its fused (flash) kernel for inputs with a
+    strided head dimension or a value head size unlike the query / key one (HaloNet, MLA): that
+    kernel needs both, and SDPA otherwise falls back to its math path (2-3x slower, scores
+    materialised, extra passes for -inf rows). Copying to unit stride is cheap; zero-padding the
+    narrower side is exact (zeros add nothing to ``q k^T``; padded value channels are cut off) and
+    ``scale`` is always passed explicitly, so the padding does not change it."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, **kwargs)
+    # the fused kernel also needs unit stride along the head dimension (unfolded windows lack it)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    dqk, dv = q.shape[-1], v.shape[-1]
+    if dqk == dv:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, **kwargs)
+    if dqk < dv:
+        q, k = F.pad(q, (0, dv - dqk)), F.pad(k, (0, dv - dqk))
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, **kwargs)
+    return F.scaled_dot_product_attention(q, k, F.pad(v, (0, dqk - dv)), scale=scale, **kwargs)[..., :dv]
 
 
 def _flex(q, k, v, mask, bias, scale, dropout_p, return_lse):
