@@ -7,11 +7,15 @@ counted), and the paper's parameters / GMACs / ImageNet-1k top-1 from ``MODEL_CF
 models are registered when it runs::
 
     python scripts/vision_model_table.py [--models 'davit_*'] [--no-gmacs] [--out FILE.md]
+
+When ``benchmarks/results/vision_backbones.json`` exists (``benchmarks/vision/backbones.py``), its CPU
+throughput and peak-memory table and plot are added (``--bench FILE``, ``--bench none`` to leave out).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
@@ -68,7 +72,57 @@ def build_rows(names: list[str], with_gmacs: bool) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], with_gmacs: bool, pattern: str) -> str:
+def bench_section(path: Path, out: Path) -> list[str]:
+    """The throughput / memory table of a ``benchmarks/vision/backbones.py`` result file."""
+    data = json.loads(path.read_text())
+    meta, rows = data.get("meta", {}), data.get("rows", [])
+    machine = meta.get("machine", {})
+    plot = path.with_suffix(".png")
+    try:
+        rel = (
+            Path("..", "..", plot.resolve().relative_to(ROOT)) if out.resolve().is_relative_to(ROOT) else plot
+        )
+    except ValueError:
+        rel = plot
+    lines = [
+        "",
+        "## CPU inference throughput and peak memory",
+        "",
+        f"`python benchmarks/vision/backbones.py --threads {machine.get('torch_threads', '?')} --repeats "
+        f"{meta.get('repeats', '?')} --batch {meta.get('batch', '?')}` on {data.get('date', '?')}: fp32, "
+        f"`torch.inference_mode`, batch {meta.get('batch', '?')}, input {meta.get('sizes', '?')}, "
+        f"{machine.get('torch_threads', '?')} torch thread(s) on a {machine.get('cpu_count', '?')}-core "
+        f"{machine.get('processor', '')} machine shared with other jobs (absolute figures are "
+        "indicative; models of one family ran back to back). *img/s*: batch / median wall time of a "
+        "forward pass after a warm-up; *peak MB*: the peak tensor memory of one forward pass above the "
+        "weights and input (torch.profiler allocation records); *GMACs* at the benchmark size.",
+        "",
+        "| model | size | params (M) | GMACs | img/s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r.get("family", ""), r.get("params_m") or 0)):
+        if "error" in r and "cpu_img_s" not in r:
+            lines.append(f"| `{r['model']}` | {r.get('size')} | error: {r['error'][:80]} | | | |")
+            continue
+        lines.append(
+            f"| `{r['model']}` | {r.get('size')} | {_fmt(r.get('params_m'))} | {_fmt(r.get('gmacs'))} "
+            f"| {_fmt(r.get('cpu_img_s'))} | {_fmt(r.get('cpu_peak_mb'), 0)} |"
+        )
+    if plot.is_file():
+        lines += ["", f"![CPU throughput vs GMACs]({rel.as_posix()})"]
+    if not meta.get("cuda"):
+        lines += [
+            "",
+            "No GPU took part in this run. On one, `python benchmarks/vision/backbones.py --cuda --compile "
+            "--no-cpu --name vision_backbones_gpu` measures fp32, bf16 autocast with channels-last, and the "
+            "same under `torch.compile`, with `torch.cuda.max_memory_allocated`.",
+        ]
+    if meta.get("gmacs_note"):
+        lines += ["", f"Note: {meta['gmacs_note']}."]
+    return lines
+
+
+def render(rows: list[dict], with_gmacs: bool, pattern: str, bench: list[str] | None = None) -> str:
     lines = [
         "# Vision backbones: parameters and GMACs against the papers",
         "",
@@ -117,6 +171,7 @@ def render(rows: list[dict], with_gmacs: bool, pattern: str) -> str:
             + ", ".join(f"`{r['name']}`" for r in misses)
             + ".",
         ]
+    lines += bench or []
     lines += ["", "## Papers and sources", ""]
     by_family: dict[str, list[str]] = defaultdict(list)
     for r in rows:
@@ -137,15 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="*", help="shell pattern of model names (default: all)")
     parser.add_argument("--no-gmacs", action="store_true", help="skip the FLOP count (parameters only)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "reproductions" / "vision-backbones.md"))
+    parser.add_argument(
+        "--bench",
+        default=str(ROOT / "benchmarks" / "results" / "vision_backbones.json"),
+        help="a benchmarks/vision/backbones.py result to add ('none': leave out)",
+    )
     args = parser.parse_args(argv)
     names = list_models(args.models)
     if not names:
         parser.error(f"no registered model matches '{args.models}'")
     rows = build_rows(names, not args.no_gmacs)
     out = Path(args.out)
+    bench_file = None if args.bench == "none" else Path(args.bench)
+    bench = bench_section(bench_file, out) if bench_file is not None and bench_file.is_file() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as f:
-        f.write(render(rows, not args.no_gmacs, args.models))
+        f.write(render(rows, not args.no_gmacs, args.models, bench))
     print(f"wrote {out}")
     return 0
 

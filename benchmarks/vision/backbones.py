@@ -140,7 +140,7 @@ def plot(rows: list[dict], path: Path, key: str = "cpu_img_s") -> Path | None:
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("GMACs per image (model input size)")
+    ax.set_xlabel("GMACs per image (at the benchmark input size)")
     ax.set_ylabel("images / s" + (" (CPU, fp32)" if key.startswith("cpu") else f" ({key})"))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)

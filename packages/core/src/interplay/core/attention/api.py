@@ -258,7 +258,9 @@ def _fused_sdpa(q: Tensor, k: Tensor, v: Tensor, *, scale: float, **kwargs) -> T
     # the fused kernel also needs unit stride along the head dimension (unfolded windows lack it)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     dqk, dv = q.shape[-1], v.shape[-1]
-    if dqk == dv:
+    # pad only while the fused kernel may run: under sdpa_kernel(MATH) (FLOP counting) keep the
+    # model's own head sizes, so that counted MACs are the model's, not the padded ones
+    if dqk == dv or not torch.backends.cuda.flash_sdp_enabled():
         return F.scaled_dot_product_attention(q, k, v, scale=scale, **kwargs)
     if dqk < dv:
         q, k = F.pad(q, (0, dv - dqk)), F.pad(k, (0, dv - dqk))

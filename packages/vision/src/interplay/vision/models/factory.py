@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from interplay.core.errors import ConfigError, DataError
 from interplay.vision.models.base import FeatureExtractor, VisionBackbone
@@ -259,7 +260,13 @@ def count_gmacs(model: nn.Module, input_size: int | Sequence[int] = 224, *, chan
         return sdpa_flop_count(query_shape, key_shape, value_shape)
 
     cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+    # SDPA's math backend: attention products counted at the model's own head sizes (core's attend
+    # pads unequal query / value head sizes only for the fused kernel)
+    with (
+        torch.no_grad(),
+        sdpa_kernel([SDPBackend.MATH]),
+        FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter,
+    ):
         model(x)
     model.train(was_training)
     return counter.get_total_flops() / 2e9
