@@ -22,7 +22,7 @@ Bouadi et al., "Orion-MSP: Multi-Scale Sparse Attention for Tabular In-Context L
    the in-context classifier (4 ensemble members) and of LightGBM (100 trees, default parameters).
 
     python benchmarks/tabular/orion_msp.py [--sections attention accuracy] [--threads 1]
-        [--checkpoint PATH] [--minutes 10]
+        [--checkpoint PATH] [--minutes 38]
 
 Prints one table per section, saves ``benchmarks/results/tabular_orion_msp.{json,png}`` (rows of
 sections not run this time are kept from the previous file) and the pre-trained weights as
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 
 from interplay.core.attention import attend, block_sparse
 from interplay.core.attention.banded import block_sparse_attention
-from interplay.core.bench import save_results, time_call
+from interplay.core.bench import PeakRSS, save_results, time_call
 from interplay.core.cli import format_table, load_experiment
 
 SECTIONS = ("attention", "accuracy")
@@ -125,11 +124,6 @@ def attention_times(args) -> list[dict]:
     return rows
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _memory_child(queue, configs, threads: int) -> None:
     torch.set_num_threads(threads)
     for method in {m for _, m, _ in configs}:  # one-time set-up (caches, compilation) is not measured
@@ -139,25 +133,12 @@ def _memory_child(queue, configs, threads: int) -> None:
     results = {}
     for features, method, mode in configs:
         inputs = make_inputs(features, mode == "forward+backward")
-        before = _rss_bytes()
-        peak = [before]
-        done = threading.Event()
-
-        def sample(peak=peak, done=done) -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], _rss_bytes())
-                time.sleep(0.001)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         try:
-            run_once(method, features, mode, inputs)
-            results[(features, method, mode)] = (max(peak[0], _rss_bytes()) - before) / 2**20
+            with PeakRSS(interval=0.001) as mem:
+                run_once(method, features, mode, inputs)
+            results[(features, method, mode)] = mem.peak / 2**20
         except Exception:
             results[(features, method, mode)] = None
-        finally:
-            done.set()
-            sampler.join()
         del inputs
     queue.put(results)
 
@@ -188,7 +169,21 @@ def pretrained_checkpoint(args, registry) -> tuple[Path, dict]:
     from interplay.tabular.icl.runner import run_orion
 
     if args.checkpoint:
-        return Path(args.checkpoint), {"checkpoint": args.checkpoint, "pretrained_here": False}
+        info = {"checkpoint": args.checkpoint, "pretrained_here": False}
+        # a checkpoint from `interplay-tabular train --config orion-msp-prior`: its run's figures
+        metrics_file = Path(args.checkpoint).resolve().parent.parent / "metrics.json"
+        if metrics_file.is_file():
+            import json
+
+            metrics = json.loads(metrics_file.read_text())
+            info.update(
+                steps=metrics.get("epochs"),
+                pretrain_seconds=metrics.get("fit_seconds"),
+                stopped_early=metrics.get("stopped_early"),
+                prior_val=metrics.get("last_val"),
+                parameters=metrics.get("parameters"),
+            )
+        return Path(args.checkpoint), info
     overrides = [
         f"run_root={args.run_root}",
         "evaluation.progress=false",
@@ -338,7 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory process")
     parser.add_argument("--checkpoint", help="evaluate this pre-training checkpoint instead of pre-training")
-    parser.add_argument("--minutes", type=float, default=10.0, help="cap of the pre-training run")
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="cap of the pre-training run (default: the config's, 38)"
+    )
     parser.add_argument("--run-root", default="runs", help="where the pre-training run directory goes")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)

@@ -227,3 +227,34 @@ def test_config_validation_and_paper_defaults():
     assert (PAPER_CONFIG.row_num_cls, PAPER_CONFIG.row_num_global, PAPER_CONFIG.row_window) == (4, 2, 4)
     assert (PAPER_CONFIG.col_num_inds, PAPER_CONFIG.icl_num_blocks, PAPER_CONFIG.max_classes) == (128, 12, 10)
     assert PAPER_CONFIG.icl_dim == 4 * 128
+
+
+def memory_spread(model: OrionMSP, x: torch.Tensor, train_size: int) -> tuple[float, float]:
+    """Relative spread of the memory slots around their mean, and of the read's attention output
+    across rows: ``||v - mean(v)|| / ||v||`` over slots / rows."""
+    with torch.no_grad():
+        rows = model.row_interaction(model.column_embedding(model.standardize(x, train_size), train_size))
+        slots = model.memory.memory(rows, train_size)
+        read = model.memory.read
+        attended = read.attn(read.norm_q(rows), read.norm_kv(slots))
+
+    def spread(v: torch.Tensor) -> float:
+        return float((v - v.mean(1, keepdim=True)).norm() / v.norm())
+
+    return spread(slots), spread(attended)
+
+
+def test_memory_slots_start_distinct_so_the_read_depends_on_the_row():
+    # With 0.02-scale latents (the old initialisation) every slot's residual was swamped by the same
+    # average of the training rows: the slots collapsed onto one vector (spread ~0.04) and the read
+    # returned the same vector to every row (spread ~1e-6), which kept pre-training on a
+    # majority-class plateau. Unit-scale latents keep the slots apart from the first step.
+    model = tiny_model()
+    x, _ = table(n_rows=24, train_size=16)
+    slots, attended = memory_spread(model, x, 16)
+    assert slots > 0.5
+    assert attended > 1e-3
+    with torch.no_grad():
+        model.memory.latents.mul_(0.02)  # the old initialisation
+    old_slots, old_attended = memory_spread(model, x, 16)
+    assert old_slots < 0.2 and old_attended < 1e-3

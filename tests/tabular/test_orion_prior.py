@@ -114,3 +114,18 @@ def test_bad_prior_settings_raise():
         PriorConfig(mlp_weight=0.0, tree_weight=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         PriorSampler(batch_size=0)
+
+
+def test_curriculum_widens_feature_and_class_ranges():
+    config = PriorConfig(min_features=2, max_features=12, min_classes=2, max_classes=10, curriculum_steps=10)
+    sampler = PriorSampler(config, batch_size=4, seed=0)
+    assert sampler.ranges(0) == (3, 3)  # (step + 1) / 10 of the way: 2 + round(1.0), 2 + round(0.8)
+    assert sampler.ranges(4) == (7, 6)
+    assert sampler.ranges(9) == sampler.ranges(500) == (12, 10)
+    assert PriorSampler(SMALL).ranges(0) == (SMALL.max_features, SMALL.max_classes)  # no curriculum
+    for step in range(3):
+        batch = sampler.batch(step)
+        max_features, max_classes = sampler.ranges(step)
+        assert batch["x"].shape[2] <= max_features and int(batch["n_classes"].max()) <= max_classes
+    with pytest.raises(ValueError, match="curriculum_steps"):
+        PriorConfig(curriculum_steps=-1)

@@ -14,6 +14,9 @@ Classes: the target node is cut at ``C - 1`` thresholds placed at the quantiles 
 proportions (Dirichlet), and the labels are permuted, so class indices carry no order. Some features
 are made categorical (rounded to a few levels). Every table has ``2..max_classes`` classes (classes
 that end up empty are dropped and the labels renumbered) and ``min..max_features`` features.
+An optional simple-to-hard curriculum (``curriculum_steps``) widens the feature and class ranges
+linearly from their minima over the first batches (TabICL's pre-training also grows its tables in
+stages).
 
 Tables are drawn by a :class:`PriorSampler` whose batch for step ``k`` depends only on ``(seed, k)``,
 so a resumed pre-training run sees exactly the batches an uninterrupted one would. The tables of one
@@ -63,9 +66,15 @@ class PriorConfig:
     mlp_weight: float = 0.7
     tree_weight: float = 0.3
     categorical_probability: float = 0.1
+    # simple-to-hard curriculum: over the first ``curriculum_steps`` batches the upper ends of the
+    # feature and class ranges grow linearly from ``min_features`` / ``min_classes`` to their maxima
+    # (0: no curriculum; the full ranges from the first step)
+    curriculum_steps: int = 0
 
     def __post_init__(self) -> None:
         problems = []
+        if self.curriculum_steps < 0:
+            problems.append(f"curriculum_steps >= 0 ({self.curriculum_steps})")
         if not 1 <= self.min_features <= self.max_features:
             problems.append(f"1 <= min_features ({self.min_features}) <= max_features ({self.max_features})")
         if not 2 <= self.min_classes <= self.max_classes:
@@ -255,16 +264,28 @@ class PriorSampler:
         self.batch_size = batch_size
         self.seed = seed
 
+    def ranges(self, step: int) -> tuple[int, int]:
+        """Upper ends of the feature and class ranges at ``step`` (the curriculum; see PriorConfig)."""
+        cfg = self.config
+        if cfg.curriculum_steps <= 0:
+            return cfg.max_features, cfg.max_classes
+        progress = min(1.0, (step + 1) / cfg.curriculum_steps)
+        return (
+            cfg.min_features + round(progress * (cfg.max_features - cfg.min_features)),
+            cfg.min_classes + round(progress * (cfg.max_classes - cfg.min_classes)),
+        )
+
     def batch(self, step: int) -> dict:
         cfg = self.config
         rng = np.random.default_rng([self.seed, step])
+        max_features, max_classes = self.ranges(step)
         n_rows = int(rng.integers(cfg.min_rows, cfg.max_rows + 1))
-        n_features = int(rng.integers(cfg.min_features, cfg.max_features + 1))
+        n_features = int(rng.integers(cfg.min_features, max_features + 1))
         fraction = rng.uniform(cfg.min_train_fraction, cfg.max_train_fraction)
         train_size = int(np.clip(round(fraction * n_rows), 2, n_rows - 1))
         tables = []
         for _ in range(self.batch_size):
-            n_classes = int(rng.integers(cfg.min_classes, cfg.max_classes + 1))
+            n_classes = int(rng.integers(cfg.min_classes, max_classes + 1))
             table = make_table(rng, cfg, n_rows, n_features, n_classes)
             order = rng.permutation(n_rows)  # the split point is random w.r.t. the SCM's draw order
             tables.append(PriorTable(table.x[order], table.y[order], table.n_classes, table.kind))

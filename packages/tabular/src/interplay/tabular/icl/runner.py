@@ -8,8 +8,10 @@ carry it as their ``runner``):
   (``optimizer.lr``, ``optimizer.weight_decay``) and the ``evaluation`` settings ``steps``,
   ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``, ``save_every``, ``time_limit_minutes``,
   ``threads`` (torch CPU threads) and ``val_batches`` (held-out prior batches scored at the end:
-  ``val/loss``, ``val/acc``). The checkpoint is ``<run>/checkpoints/last.pt``; ``train --config
-  orion-msp-prior --resume <run>/checkpoints/last.pt`` continues it in its own run directory.
+  ``val/loss``, ``val/acc`` and ``val/majority_acc``, the context's majority class; drawn from the
+  full ranges even when the prior has a curriculum). The checkpoint is
+  ``<run>/checkpoints/last.pt``; ``train --config orion-msp-prior --resume
+  <run>/checkpoints/last.pt`` continues it in its own run directory.
 * **evaluation** (``data.name: sklearn-tables``, e.g. ``--config orion-msp``): stratified 5-fold
   cross-validation (``evaluation.folds``; ``StratifiedKFold(shuffle=True, random_state=seed)``) on each
   table; ``model.name: orion-msp`` scores an :class:`~interplay.tabular.icl.classifier.OrionMSPClassifier`
@@ -24,6 +26,7 @@ Every run writes ``config.yaml``, ``versions.json`` and ``metrics.json`` to its 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -143,16 +146,26 @@ def pretrain_config(cfg: ExperimentConfig) -> PretrainConfig:
 
 @torch.no_grad()
 def validate_on_prior(model: OrionMSP, sampler: PriorSampler, n_batches: int) -> dict[str, float]:
-    """Mean loss and accuracy on ``n_batches`` prior batches of another seed than training's."""
-    held_out = PriorSampler(sampler.config, batch_size=sampler.batch_size, seed=sampler.seed + 1_000_003)
+    """Mean loss and accuracy on ``n_batches`` prior batches of another seed than training's, drawn
+    from the full ranges (no curriculum), with the majority class of each table's context beside."""
+    full_ranges = dataclasses.replace(sampler.config, curriculum_steps=0)
+    held_out = PriorSampler(full_ranges, batch_size=sampler.batch_size, seed=sampler.seed + 1_000_003)
     model.eval()
-    losses, accuracies = [], []
+    losses, accuracies, majority = [], [], []
     for k in range(n_batches):
-        loss, accuracy = episode_loss(model, held_out.batch(k))
+        batch = held_out.batch(k)
+        loss, accuracy = episode_loss(model, batch)
         losses.append(float(loss))
         accuracies.append(float(accuracy))
+        context, queries = batch["y"][:, : batch["train_size"]], batch["y"][:, batch["train_size"] :]
+        for known, asked in zip(context, queries):
+            majority.append(float((asked == torch.bincount(known).argmax()).float().mean()))
     model.train()
-    return {"val/loss": float(np.mean(losses)), "val/acc": float(np.mean(accuracies))}
+    return {
+        "val/loss": float(np.mean(losses)),
+        "val/acc": float(np.mean(accuracies)),
+        "val/majority_acc": float(np.mean(majority)),
+    }
 
 
 def _write_history(history: list[dict], run_dir: Path) -> None:
