@@ -39,7 +39,13 @@ from interplay.core.errors import ConfigError
 from interplay.core.nn import DropPath
 from interplay.vision.models.base import ClassifierHead, FeatureInfo, VisionBackbone, checkpoint_seq
 from interplay.vision.models.factory import register_model
-from interplay.vision.models.layers import LayerNorm2d, Mlp, init_weights_vit
+from interplay.vision.models.layers import (
+    LayerNorm2d,
+    Mlp,
+    init_weights_vit,
+    window_partition,
+    window_reverse,
+)
 
 __all__ = [
     "DaViT",
@@ -90,20 +96,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.norm(x))
-
-
-def window_partition(x: Tensor, window: int) -> Tensor:
-    """``[B, H, W, C]`` -> ``[B * nW, window * window, C]`` (windows in row-major order per image)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c)
-
-
-def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`: ``[B * nW, window * window, C]`` -> ``[B, H, W, C]``."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
 
 
 class WindowAttention(nn.Module):

@@ -40,7 +40,7 @@ from interplay.core.errors import ConfigError
 from interplay.core.nn import DropPath
 from interplay.vision.models.base import ClassifierHead, FeatureInfo, VisionBackbone, checkpoint_seq
 from interplay.vision.models.factory import register_model
-from interplay.vision.models.layers import Mlp
+from interplay.vision.models.layers import Mlp, window_partition, window_reverse
 
 __all__ = [
     "L2ViT",
@@ -65,20 +65,6 @@ class CPE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-
-def window_partition(x: Tensor, window: int) -> Tensor:
-    """``[B, H, W, C]`` -> ``[B * nW, window * window, C]`` (windows in row-major order per image)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c)
-
-
-def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`: ``[B * nW, window * window, C]`` -> ``[B, H, W, C]``."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
 
 
 class WindowAttention(nn.Module):

@@ -149,3 +149,18 @@ def sqrt_int(n: int) -> int:
     if root * root != n:
         raise ValueError(f"{n} is not a square")
     return root
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """``[B, H, W, C]`` -> ``[B * nW, window * window, C]`` (windows in row-major order per image,
+    batch outermost); ``H`` and ``W`` must be multiples of ``window`` (pad first)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: ``[B * nW, window * window, C]`` -> ``[B, H, W, C]``."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)

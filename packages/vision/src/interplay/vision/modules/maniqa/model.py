@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from interplay.core.attention import RelativePositionBias2D, attend, channel_attention
 from interplay.core.errors import ConfigError
 from interplay.core.nn import DropPath
-from interplay.vision.models.layers import Mlp
+from interplay.vision.models.layers import Mlp, window_partition, window_reverse
 from interplay.vision.models.vit import VisionTransformer
 
 PAPER = "Yang et al., MANIQA, CVPRW 2022 (NTIRE 2022 NR-IQA track winner)"
@@ -93,21 +93,6 @@ class TransposedAttentionBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.proj_drop(self.attention(x)[0])
-
-
-def window_partition(x: Tensor, window: int) -> Tensor:
-    """``[B, H, W, C]`` -> ``[B * nW, window^2, C]`` (windows in row-major order, batch outermost)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c)
-
-
-def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`: ``[B * nW, window^2, C]`` -> ``[B, H, W, C]``."""
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // window) * (w // window))
-    x = windows.view(b, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
 
 
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> Tensor:
