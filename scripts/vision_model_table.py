@@ -92,7 +92,7 @@ def bench_section(path: Path, out: Path) -> list[str]:
         f"{meta.get('repeats', '?')} --batch {meta.get('batch', '?')}` on {data.get('date', '?')}: fp32, "
         f"`torch.inference_mode`, batch {meta.get('batch', '?')}, input {meta.get('sizes', '?')}, "
         f"{machine.get('torch_threads', '?')} torch thread(s) on a {machine.get('cpu_count', '?')}-core "
-        f"{machine.get('processor', '')} machine shared with other jobs (absolute figures are "
+        f"{machine.get('processor', '')} development machine (absolute figures are "
         "indicative; models of one family ran back to back). *img/s*: batch / median wall time of a "
         "forward pass after a warm-up; *peak MB*: the peak tensor memory of one forward pass above the "
         "weights and input (torch.profiler allocation records); *GMACs* at the benchmark size.",

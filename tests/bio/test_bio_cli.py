@@ -6,18 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from interplay.bio.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def write_config(tmp_path: Path, model: dict, **data_params) -> Path:

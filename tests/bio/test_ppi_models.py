@@ -27,12 +27,7 @@ def build(name: str, **params):
     return REGISTRY.models.create(name, plm="random", plm_params=PLM, heads=4, **params)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.mark.parametrize("finetune", [False, True], ids=["frozen", "finetune"])

@@ -24,13 +24,7 @@ from interplay.bio.data.tcga import read_tcga_csv
 from interplay.bio.tasks import SurvivalDataModule, SurvivalMetrics, SurvivalTask, collate_survival
 from interplay.core.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -44,13 +44,7 @@ SMALL = MixerOptions(
 TINY = ModelSpec(dim=32, depth=2, heads=2, options=SMALL)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: one thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def rel_rms(fast: torch.Tensor, ref: torch.Tensor) -> float:

@@ -6,19 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from interplay.eeg.cli import main
 from interplay.eeg.data.deap import write_fake_deap
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def tiny_config(tmp_path: Path, root: Path, **data_params) -> Path:

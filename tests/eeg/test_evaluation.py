@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
@@ -28,12 +27,7 @@ from interplay.eeg.tasks import EmotionClassificationTask
 CHANNELS = ["Fp1", "F3", "C3", "Cz", "P4", "O2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def hand_features(n_subjects=3, n_trials=10, windows=5, seed=0, imbalance=False) -> WindowFeatures:

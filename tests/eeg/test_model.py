@@ -13,13 +13,7 @@ from interplay.eeg.models import DGCNN, RBTransformer, distance_adjacency
 from interplay.eeg.models.rbtransformer import ElectrodeAttention
 from interplay.eeg.registry import REGISTRY
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def small_model(**kwargs) -> RBTransformer:

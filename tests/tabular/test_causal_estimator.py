@@ -26,12 +26,7 @@ from interplay.tabular.causal.data import make_synthetic_categorical, make_synth
 TINY = dict(dim=8, ff_dim=16, epochs=3, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def _binary(n=240, seed=0, effect=2.0):

@@ -17,12 +17,8 @@ from interplay.tabular.causal.tasks import CausalDataModule, TreatmentEffectTask
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded_one_thread(one_thread):
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch(n=16, p=5, kind="binary", k=2):

@@ -15,12 +15,7 @@ from interplay.tabular.cloud.tasks import percentage_point_errors
 SMALL = dict(n_metrics=206, dim=16, heads=2, depth=2, ffn_dim=32, fusion_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def test_parameter_count_matches_the_paper():

@@ -19,12 +19,7 @@ EXPECTED_FAILED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 # the narrowest model that still has every stage (two scales, memory, ICL): the checks fit it often

@@ -37,12 +37,7 @@ TINY = dict(
 PRIOR = PriorConfig(min_features=2, max_features=6, min_rows=12, max_rows=20, max_classes=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def tiny_model(seed: int) -> OrionMSP:

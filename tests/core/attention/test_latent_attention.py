@@ -12,14 +12,7 @@ from interplay.core.attention.latent import (
     latent_attention_reference,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The loop references run many tiny ops: one thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def rel_rms(fast: torch.Tensor, ref: torch.Tensor) -> float:

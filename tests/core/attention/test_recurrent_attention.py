@@ -20,14 +20,7 @@ from interplay.core.attention.recurrent import (
 )
 from interplay.core.attention.rope import apply_rope
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The loop references and decoding run many tiny ops: one thread avoids contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def rel_rms(fast: torch.Tensor, ref: torch.Tensor) -> float:

@@ -9,14 +9,7 @@ from interplay.core.attention import attend, sinks
 from interplay.core.attention.rope import RotaryEmbedding, apply_rope
 from interplay.core.attention.streaming import SinkKVCache, sink_attention_reference, sink_cache_indices
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding runs thousands of tiny ops: one thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def rel_rms(fast: torch.Tensor, ref: torch.Tensor) -> float:
